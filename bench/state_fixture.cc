@@ -1,0 +1,29 @@
+// Builds benchmark state once per size.
+#include "state_fixture.h"
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace baton::bench {
+
+State& state_of(uint64_t bytes) {
+  static std::unique_ptr<State> cached;
+  static uint64_t cached_bytes = 0;
+  if (cached && cached_bytes == bytes) return *cached;
+  cached.reset();
+  cached = std::make_unique<State>();
+  (void)cached->registry.add(cached->map);
+  std::string value(kValueBytes, 'v');
+  char key[32];
+  for (uint64_t i = 0; i < bytes / kValueBytes; ++i) {
+    std::memcpy(value.data(), &i, sizeof i);
+    int n = std::snprintf(key, sizeof key, "key:%012llu", static_cast<unsigned long long>(i));
+    cached->map.set(std::string_view(key, static_cast<size_t>(n)), value);
+    cached->payload_bytes += static_cast<uint64_t>(n) + kValueBytes;
+  }
+  cached_bytes = bytes;
+  return *cached;
+}
+
+}  // namespace baton::bench

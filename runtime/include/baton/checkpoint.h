@@ -1,0 +1,143 @@
+// Checkpoints: a fuzzy, sliced snapshot of every registered section, written as Cap'n
+// Proto chunks into an unnamed-after-creation shared-memory segment, and its restore.
+// docs/checkpoint-format.md describes the bytes; docs/design.md the consistency rule.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "baton/fd.h"
+#include "baton/result.h"
+#include "baton/section.h"
+
+namespace baton {
+
+/// Which pages back a checkpoint segment.
+enum class PagePolicy {
+  kAuto,   // huge pages when the system offers them, else 4 KiB pages
+  kSmall,  // always 4 KiB pages
+  kHuge,   // huge pages or an error saying why there are none
+};
+
+/// What a segment actually got.
+enum class PageKind : uint32_t {
+  kSmall = 0,            // tmpfs, 4 KiB pages
+  kTransparentHuge = 1,  // tmpfs with shmem THP (sysfs shmem_enabled or a huge= mount)
+  kHugetlb = 2,          // hugetlbfs pool pages (memfd_create MFD_HUGETLB)
+};
+std::string_view to_string(PageKind kind);
+
+struct CheckpointOptions {
+  PagePolicy pages = PagePolicy::kAuto;
+  /// Payload bytes one step() writes at most (one record may exceed it). About 1 ms of work.
+  size_t slice_bytes = size_t{1} << 20;
+  /// Prefix of the segment's short-lived name in /dev/shm.
+  std::string name_prefix = "baton";
+};
+
+/// Figures of one checkpoint, for the upgrade timeline and the benchmarks.
+struct CheckpointStats {
+  uint64_t start_lsn = 0;       // L0: deltas after this LSN complete the snapshot
+  uint64_t segment_bytes = 0;   // bytes used in the segment, header included
+  uint64_t capacity_bytes = 0;  // bytes reserved (sparse) when the segment was created
+  uint64_t payload_bytes = 0;   // key and value bytes written
+  uint64_t records = 0;
+  uint64_t chunks = 0;
+  uint64_t slices = 0;
+  int64_t elapsed_us = 0;    // begin() to finish(), including the server's own work between
+  int64_t busy_us = 0;       // time spent inside step()
+  int64_t max_slice_us = 0;  // the longest single step(): the pause a server sees
+  PageKind page_kind = PageKind::kSmall;
+};
+
+class ShmSegment;
+
+/// A sealed checkpoint: an fd for the successor, owned. Its memory is freed when the last
+/// fd and mapping close; no name refers to it.
+class Checkpoint {
+ public:
+  Checkpoint(std::unique_ptr<ShmSegment> segment, CheckpointStats stats);
+  Checkpoint(Checkpoint&&) noexcept;
+  Checkpoint& operator=(Checkpoint&&) noexcept;
+  ~Checkpoint();
+
+  /// The segment's fd, to pass to the successor (inherit or SCM_RIGHTS).
+  int fd() const;
+  const CheckpointStats& stats() const { return stats_; }
+
+ private:
+  std::unique_ptr<ShmSegment> segment_;
+  CheckpointStats stats_;
+};
+
+/// Writes a checkpoint in bounded slices on the server's own thread:
+///   auto w = CheckpointWriter::begin(registry, {});   // L0; the log starts capturing
+///   while (!*w->step()) serve_some_requests();         // each step is about 1 ms
+///   auto checkpoint = w->finish();
+/// Destroying an unfinished writer abandons it: the log stops capturing and the segment
+/// is freed.
+class CheckpointWriter {
+ public:
+  static Result<CheckpointWriter> begin(Registry& registry, const CheckpointOptions& options);
+  CheckpointWriter(CheckpointWriter&&) noexcept;
+  CheckpointWriter& operator=(CheckpointWriter&&) noexcept;
+  ~CheckpointWriter();
+
+  /// Writes one slice. Returns true once every section is written.
+  Result<bool> step();
+  /// Seals the header. The log keeps capturing: deltas after L0 must follow.
+  Result<Checkpoint> finish();
+  const CheckpointStats& stats() const;
+
+ private:
+  struct Impl;
+  explicit CheckpointWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct RestoreOptions {
+  /// Refuse segments larger than this (a sanity bound, not an allocation).
+  uint64_t max_segment_bytes = uint64_t{256} << 30;
+};
+
+/// What a restore did. `by_peer_id` maps the incumbent's section ids (as used in delta
+/// records) to this process's sections.
+struct RestoreResult {
+  uint64_t start_lsn = 0;
+  uint64_t segment_bytes = 0;
+  uint64_t records = 0;
+  int64_t elapsed_us = 0;
+  PageKind page_kind = PageKind::kSmall;
+  std::vector<Section*> by_peer_id;
+  std::vector<std::string> notes;  // e.g. migrations applied, sections absent
+};
+
+/// Restores every registered section from the checkpoint segment `fd`, mapped read-only
+/// and read in place. Every header field, offset and checksum is validated first; errors
+/// name the section, offset and values. On error, sections may hold partial state.
+Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
+                                         const RestoreOptions& options = {});
+
+/// Applies delta frames after a restore, strictly in LSN order from L0 + 1.
+class DeltaReplayer {
+ public:
+  explicit DeltaReplayer(const RestoreResult& restored)
+      : by_peer_id_(restored.by_peer_id), next_lsn_(restored.start_lsn + 1) {}
+
+  /// Validates and applies one frame. A gap, duplicate, bad checksum or divergent
+  /// record is an error naming the LSN.
+  Result<void> apply_frame(std::string_view frame);
+  /// The LSN the next frame must start at.
+  uint64_t next_lsn() const { return next_lsn_; }
+  uint64_t applied() const { return applied_; }
+
+ private:
+  std::vector<Section*> by_peer_id_;
+  uint64_t next_lsn_;
+  uint64_t applied_ = 0;
+};
+
+}  // namespace baton

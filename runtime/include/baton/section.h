@@ -1,0 +1,143 @@
+// Section: a named, versioned part of a server's state that Baton checkpoints, restores,
+// migrates between schema versions and keeps current with deltas.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "baton/delta_log.h"
+#include "baton/result.h"
+#include "baton/value.h"
+
+namespace baton {
+
+/// Collects the records of one snapshot slice. Baton encodes them when the slice ends.
+class SnapshotSink {
+ public:
+  /// Adds one record. `key` and `entry` must stay valid and unchanged until the current
+  /// Section::snapshot_step returns (the server's loop does not run meanwhile).
+  void add(std::string_view key, const Entry& entry) {
+    records_.emplace_back(key, &entry);
+    bytes_ += key.size() + entry.payload_bytes();
+  }
+  /// Payload bytes added in this slice; sections compare it with their budget.
+  size_t bytes() const { return bytes_; }
+
+  const std::vector<std::pair<std::string_view, const Entry*>>& records() const { return records_; }
+  void clear() {
+    records_.clear();
+    bytes_ = 0;
+  }
+
+ private:
+  std::vector<std::pair<std::string_view, const Entry*>> records_;
+  size_t bytes_ = 0;
+};
+
+/// Converts one entry between adjacent schema versions, in place.
+using MigrationFn = std::function<void(std::string_view key, Entry& entry)>;
+
+/// The schema migrations a section knows, between adjacent versions (v1->v2, v2->v1, ...).
+class Migrations {
+ public:
+  /// Registers the step from `from` to `to`; they must differ by one.
+  Result<void> add(uint32_t from, uint32_t to, MigrationFn fn);
+  /// The steps from `from` to `to` in order; empty when equal. A kVersion error names both
+  /// versions and the missing step.
+  Result<std::vector<const MigrationFn*>> path(std::string_view section, uint32_t from,
+                                               uint32_t to) const;
+
+ private:
+  std::map<std::pair<uint32_t, uint32_t>, MigrationFn> steps_;
+};
+
+/// Base class of every section. Implementations must follow the capture rule of
+/// docs/design.md: while the log captures, log a mutation iff the snapshot has already
+/// written that entry (or will never write it); replay then yields exactly the live state.
+class Section {
+ public:
+  Section(std::string name, uint32_t schema_version)
+      : name_(std::move(name)), schema_version_(schema_version) {}
+  virtual ~Section() = default;
+  Section(const Section&) = delete;
+  Section& operator=(const Section&) = delete;
+
+  const std::string& name() const { return name_; }
+  uint32_t schema_version() const { return schema_version_; }
+  Migrations& migrations() { return migrations_; }
+
+  // --- incumbent side ---
+  /// An upper bound on the payload bytes a snapshot will write now.
+  virtual uint64_t estimate_bytes() const = 0;
+  /// Starts a fuzzy snapshot; called at L0, in the same loop turn as the log's capture.
+  virtual void snapshot_begin() = 0;
+  /// Adds records to `sink` until about `budget_bytes`; returns true when all are written.
+  virtual bool snapshot_step(SnapshotSink& sink, size_t budget_bytes) = 0;
+  /// Ends (or abandons) the snapshot.
+  virtual void snapshot_end() = 0;
+
+  // --- successor side ---
+  /// Prepares to restore records written at schema version `from`; `records` is the count.
+  virtual Result<void> restore_begin(uint64_t records) = 0;
+  /// Takes one record, already migrated to this section's schema version.
+  virtual Result<void> restore_record(std::string_view key, Entry&& entry) = 0;
+  virtual Result<void> restore_end() = 0;
+  /// Applies one replayed mutation; the touched entry must then be passed to migrate().
+  virtual Result<void> apply_delta(const DeltaView& delta) = 0;
+
+  /// Chooses the migration path from the peer's schema version to ours.
+  Result<void> set_peer_version(uint32_t peer_version);
+  uint32_t peer_version() const { return peer_version_; }
+  /// True when restored data needs migrating (peer version differs).
+  bool migrating() const { return !path_.empty(); }
+  /// Applies the chosen migration path to one entry (no-op when versions match).
+  void migrate(std::string_view key, Entry& entry) const {
+    for (const MigrationFn* step : path_) (*step)(key, entry);
+  }
+
+  /// Connects the section to the registry's log under id `id`. Called by Registry::add.
+  void attach(DeltaLog* log, uint16_t id) {
+    log_ = log;
+    id_ = id;
+  }
+  uint16_t id() const { return id_; }
+
+ protected:
+  DeltaLog* log_ = nullptr;
+  uint16_t id_ = 0;
+
+ private:
+  std::string name_;
+  uint32_t schema_version_;
+  uint32_t peer_version_ = 0;
+  Migrations migrations_;
+  std::vector<const MigrationFn*> path_;
+};
+
+/// The sections of one process and the log they share. Built in main(); never global.
+class Registry {
+ public:
+  explicit Registry(size_t delta_limit_bytes = size_t{256} << 20) : log_(delta_limit_bytes) {}
+
+  /// Registers `section` (not owned; it must outlive the registry). Names are unique,
+  /// at most 47 bytes, and at most kMaxSections sections.
+  Result<void> add(Section& section);
+  const std::vector<Section*>& sections() const { return sections_; }
+  Section* find(std::string_view name) const;
+  DeltaLog& log() { return log_; }
+
+  static constexpr size_t kMaxSections = 40;
+  static constexpr size_t kMaxNameBytes = 47;
+
+ private:
+  DeltaLog log_;
+  std::vector<Section*> sections_;
+};
+
+}  // namespace baton

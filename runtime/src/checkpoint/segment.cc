@@ -1,0 +1,216 @@
+// Shared-memory segments for checkpoints: page-kind choice, creation, mapping, sweeping.
+#include "segment.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/permissions.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "baton/syscall.h"
+
+namespace bip = boost::interprocess;
+
+namespace baton {
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Lets Boost's mapped_region map any fd we own (an unlinked shm object or a memfd).
+struct FdMappable {
+  int fd;
+  bip::mode_t mode;
+  bip::mapping_handle_t get_mapping_handle() const {
+    return bip::ipcdetail::mapping_handle_from_file_handle(fd);
+  }
+  bip::mode_t get_mode() const { return mode; }
+};
+
+std::string read_file(const char* path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Shmem THP is on if sysfs selects always/within_size/advise/force, or /dev/shm is
+// mounted with huge=always/within_size/advise.
+bool shmem_thp_available() {
+  std::string s = read_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  for (const char* mode : {"[always]", "[within_size]", "[advise]", "[force]"})
+    if (s.find(mode) != std::string::npos) return true;
+  std::istringstream mounts(read_file("/proc/mounts"));
+  std::string line;
+  while (std::getline(mounts, line)) {
+    if (line.find(" /dev/shm ") == std::string::npos) continue;
+    for (const char* opt : {"huge=always", "huge=within_size", "huge=advise"})
+      if (line.find(opt) != std::string::npos) return true;
+  }
+  return false;
+}
+
+size_t hugetlb_free_bytes() {
+  std::istringstream in(read_file("/proc/meminfo"));
+  std::string line;
+  size_t free_pages = 0, page_kb = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("HugePages_Free:", 0) == 0) free_pages = std::stoul(line.substr(15));
+    if (line.rfind("Hugepagesize:", 0) == 0) page_kb = std::stoul(line.substr(13));
+  }
+  return free_pages * page_kb * 1024;
+}
+
+std::string unique_name(std::string_view prefix) {
+  static std::atomic<uint64_t> seq{0};
+  std::random_device rd;
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.*s-%d-%llu-%08x", static_cast<int>(prefix.size()),
+                prefix.data(), static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(seq.fetch_add(1)), rd());
+  return buf;
+}
+
+// Creates the named object with mode 0600, keeps a dup of its fd and removes the name.
+Result<UniqueFd> create_unlinked_shm(std::string_view prefix) {
+  std::string name = unique_name(prefix);
+  try {
+    bip::permissions perm(0600);
+    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write, perm);
+    int fd = ::fcntl(shm.get_mapping_handle().handle, F_DUPFD_CLOEXEC, 0);
+    int saved = errno;
+    bip::shared_memory_object::remove(name.c_str());
+    if (fd < 0) return Error(ErrorKind::kSystem, "dup of shm fd for " + name, saved);
+    return UniqueFd(fd);
+  } catch (const bip::interprocess_exception& e) {
+    bip::shared_memory_object::remove(name.c_str());
+    return Error(ErrorKind::kSystem, "creating shared memory /dev/shm/" + name + ": " + e.what(),
+                 e.get_native_error());
+  }
+}
+
+Result<std::unique_ptr<bip::mapped_region>> map_fd(int fd, bip::mode_t mode, size_t size) {
+  try {
+    return std::make_unique<bip::mapped_region>(FdMappable{fd, mode}, mode, 0, size);
+  } catch (const bip::interprocess_exception& e) {
+    return Error(ErrorKind::kSystem,
+                 "mapping " + std::to_string(size) + " bytes of checkpoint segment: " + e.what(),
+                 e.get_native_error());
+  }
+}
+
+}  // namespace
+
+std::string_view to_string(PageKind kind) {
+  switch (kind) {
+    case PageKind::kSmall:
+      return "4k";
+    case PageKind::kTransparentHuge:
+      return "thp-shmem";
+    case PageKind::kHugetlb:
+      return "hugetlb";
+  }
+  return "unknown";
+}
+
+ShmSegment::~ShmSegment() = default;
+
+Result<std::unique_ptr<ShmSegment>> ShmSegment::create(size_t capacity, PagePolicy policy,
+                                                       std::string_view name_prefix) {
+  sweep_stale_segments(name_prefix);
+  std::unique_ptr<ShmSegment> seg(new ShmSegment());
+  PageKind kind = PageKind::kSmall;
+  size_t huge_capacity = (capacity + kHugePage - 1) / kHugePage * kHugePage;
+  if (policy != PagePolicy::kSmall) {
+    if (hugetlb_free_bytes() >= huge_capacity) {
+      kind = PageKind::kHugetlb;
+    } else if (shmem_thp_available()) {
+      kind = PageKind::kTransparentHuge;
+    } else if (policy == PagePolicy::kHuge) {
+      return Error(ErrorKind::kInvalidArgument,
+                   "huge pages requested, but the hugetlb pool has " +
+                       std::to_string(hugetlb_free_bytes()) + " free bytes (need " +
+                       std::to_string(huge_capacity) +
+                       ") and shmem THP is off; set vm.nr_hugepages or "
+                       "/sys/kernel/mm/transparent_hugepage/shmem_enabled, or use kAuto");
+    }
+  }
+  if (kind == PageKind::kHugetlb) {
+    std::string name = unique_name(name_prefix);
+    auto fd = BATON_SYSCALL(::memfd_create(name.c_str(), MFD_HUGETLB | MFD_CLOEXEC), name);
+    if (!fd.ok()) return std::move(fd).error();
+    seg->fd_.reset(fd.value());
+    capacity = huge_capacity;
+  } else {
+    BATON_ASSIGN_OR_RETURN(seg->fd_, create_unlinked_shm(name_prefix));
+    if (kind == PageKind::kTransparentHuge) capacity = huge_capacity;
+  }
+  BATON_TRY(BATON_SYSCALL(::ftruncate(seg->fd_.get(), static_cast<off_t>(capacity)),
+                          "checkpoint segment of ", capacity, " bytes"));
+  BATON_ASSIGN_OR_RETURN(seg->region_, map_fd(seg->fd_.get(), bip::read_write, capacity));
+  seg->data_ = static_cast<std::byte*>(seg->region_->get_address());
+  seg->size_ = capacity;
+  if (kind == PageKind::kTransparentHuge) {
+    // Harmless where shmem_enabled is already "always"; required where it is "advise".
+    (void)::madvise(seg->data_, capacity, MADV_HUGEPAGE);
+  }
+  seg->kind_ = kind;
+  return seg;
+}
+
+Result<std::unique_ptr<ShmSegment>> ShmSegment::map_readonly(int fd, size_t max_bytes) {
+  struct stat st;
+  BATON_TRY(BATON_SYSCALL(::fstat(fd, &st), "checkpoint fd ", fd));
+  if (!S_ISREG(st.st_mode)) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "checkpoint fd " + std::to_string(fd) + " is not a shared-memory segment");
+  }
+  auto size = static_cast<size_t>(st.st_size);
+  if (size > max_bytes) {
+    return Error(ErrorKind::kCapacity, "checkpoint segment of " + std::to_string(size) +
+                                           " bytes exceeds the restore limit of " +
+                                           std::to_string(max_bytes));
+  }
+  std::unique_ptr<ShmSegment> seg(new ShmSegment());
+  BATON_ASSIGN_OR_RETURN(int dup, BATON_SYSCALL(::fcntl(fd, F_DUPFD_CLOEXEC, 0)));
+  seg->fd_.reset(dup);
+  seg->size_ = size;
+  if (size == 0) return seg;
+  BATON_ASSIGN_OR_RETURN(seg->region_, map_fd(dup, bip::read_only, size));
+  seg->data_ = static_cast<std::byte*>(seg->region_->get_address());
+  return seg;
+}
+
+Result<void> ShmSegment::shrink(size_t bytes) {
+  if (kind_ == PageKind::kHugetlb) return ok();  // hugetlbfs sizes are whole huge pages
+  BATON_TRY(BATON_SYSCALL(::ftruncate(fd_.get(), static_cast<off_t>(bytes)),
+                          "shrinking checkpoint segment to ", bytes, " bytes"));
+  return ok();
+}
+
+size_t sweep_stale_segments(std::string_view name_prefix) {
+  size_t removed = 0;
+  DIR* dir = ::opendir("/dev/shm");
+  if (dir == nullptr) return 0;
+  std::string prefix = std::string(name_prefix) + "-";
+  while (dirent* e = ::readdir(dir)) {
+    std::string_view name(e->d_name);
+    if (name.substr(0, prefix.size()) != prefix) continue;
+    long pid = std::strtol(std::string(name.substr(prefix.size())).c_str(), nullptr, 10);
+    if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) continue;
+    if (bip::shared_memory_object::remove(std::string(name).c_str())) ++removed;
+  }
+  ::closedir(dir);
+  return removed;
+}
+
+}  // namespace baton

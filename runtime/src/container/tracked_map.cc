@@ -1,0 +1,611 @@
+// TrackedMap: slot vector + open-addressing index. The slot index is the snapshot's
+// cursor, which is what makes the capture rule cheap: see docs/design.md.
+#include "baton/tracked_map.h"
+
+#include <bit>
+#include <charconv>
+#include <cstring>
+#include <functional>
+#include <iterator>
+#include <limits>
+
+namespace baton {
+namespace {
+
+// Snapshot bytes charged per key beyond its payload (record struct, pointers, padding).
+constexpr uint64_t kRecordOverhead = 48;
+
+uint64_t hash_key(std::string_view k) { return std::hash<std::string_view>{}(k); }
+
+uint64_t mix(uint64_t x) {  // splitmix64 finalizer
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+struct Le64 {
+  char bytes[8];
+  explicit Le64(int64_t v) { std::memcpy(bytes, &v, 8); }
+  explicit Le64(double v) { std::memcpy(bytes, &v, 8); }
+  std::string_view view() const { return {bytes, 8}; }
+};
+
+Error diverged(std::string_view key, const std::string& what) {
+  return Error(ErrorKind::kCorrupt,
+               "delta replay diverged at key '" + std::string(key) + "': " + what);
+}
+
+Result<int64_t> arg_i64(std::string_view key, std::string_view a) {
+  if (a.size() != 8) return diverged(key, "integer argument is not 8 bytes");
+  int64_t v;
+  std::memcpy(&v, a.data(), 8);
+  return v;
+}
+
+Result<double> arg_f64(std::string_view key, std::string_view a) {
+  if (a.size() != 8) return diverged(key, "score argument is not 8 bytes");
+  double v;
+  std::memcpy(&v, a.data(), 8);
+  return v;
+}
+
+Result<End> arg_end(std::string_view key, std::string_view a) {
+  if (a.size() != 1 || (a[0] != 0 && a[0] != 1)) return diverged(key, "bad list end");
+  return static_cast<End>(a[0]);
+}
+
+Error wrong_type() {
+  return Error(ErrorKind::kWrongType,
+               "WRONGTYPE Operation against a key holding the wrong kind of value");
+}
+
+}  // namespace
+
+TrackedMap::TrackedMap(std::string name, uint32_t schema_version)
+    : Section(std::move(name), schema_version) {
+  index_.assign(16, Bucket{kNoSlot, 0});
+}
+
+// ---------------------------------------------------------------- index
+
+uint32_t TrackedMap::lookup(std::string_view key, uint64_t h) const {
+  const size_t mask = index_.size() - 1;
+  const auto tag = static_cast<uint32_t>(h >> 32);
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const Bucket b = index_[i];
+    if (b.slot == kNoSlot) return kNoSlot;
+    if (b.tag == tag && slots_[b.slot].key == key) return b.slot;
+  }
+}
+
+uint32_t TrackedMap::lookup(std::string_view key) const { return lookup(key, hash_key(key)); }
+
+const Entry* TrackedMap::find(std::string_view key) const {
+  uint32_t s = lookup(key);
+  return s == kNoSlot ? nullptr : &slots_[s].entry;
+}
+
+void TrackedMap::grow_index() {
+  std::vector<Bucket> idx(index_.size() * 2, Bucket{kNoSlot, 0});
+  const size_t mask = idx.size() - 1;
+  for (uint32_t s = 0; s < slots_.size(); ++s) {
+    if (!slots_[s].used) continue;
+    uint64_t h = hash_key(slots_[s].key);
+    size_t i = h & mask;
+    while (idx[i].slot != kNoSlot) i = (i + 1) & mask;
+    idx[i] = Bucket{s, static_cast<uint32_t>(h >> 32)};
+  }
+  index_.swap(idx);
+}
+
+std::pair<uint32_t, bool> TrackedMap::find_or_insert(std::string_view key) {
+  uint64_t h = hash_key(key);
+  if (uint32_t s = lookup(key, h); s != kNoSlot) return {s, false};
+  return {insert_new(std::string(key), h), true};
+}
+
+uint32_t TrackedMap::insert_new(std::string&& key, uint64_t h) {
+  if ((live_ + 1) * 10 > index_.size() * 7) grow_index();
+  uint32_t s;
+  if (!free_slots_.empty()) {
+    s = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    s = static_cast<uint32_t>(slots_.size());
+    slots_.emplace_back();
+  }
+  Slot& slot = slots_[s];
+  bytes_ += key.size() + kRecordOverhead;
+  slot.key = std::move(key);
+  slot.entry = Entry{};
+  slot.birth_epoch = epoch_;
+  slot.used = true;
+  const size_t mask = index_.size() - 1;
+  size_t i = h & mask;
+  while (index_[i].slot != kNoSlot) i = (i + 1) & mask;
+  index_[i] = Bucket{s, static_cast<uint32_t>(h >> 32)};
+  ++live_;
+  return s;
+}
+
+void TrackedMap::remove_slot(uint32_t s) {
+  const size_t mask = index_.size() - 1;
+  size_t i = hash_key(slots_[s].key) & mask;
+  while (index_[i].slot != s) i = (i + 1) & mask;
+  // Backward-shift deletion keeps probe chains intact without tombstones.
+  for (size_t j = i;;) {
+    j = (j + 1) & mask;
+    if (index_[j].slot == kNoSlot) break;
+    size_t home = hash_key(slots_[index_[j].slot].key) & mask;
+    bool movable = (j > i) ? (home <= i || home > j) : (home <= i && home > j);
+    if (movable) {
+      index_[i] = index_[j];
+      i = j;
+    }
+  }
+  index_[i] = Bucket{kNoSlot, 0};
+  bytes_ -= slots_[s].key.size() + kRecordOverhead + slots_[s].entry.payload_bytes();
+  slots_[s] = Slot{};
+  free_slots_.push_back(s);
+  --live_;
+}
+
+template <typename T>
+Result<T*> TrackedMap::typed(std::string_view key, bool create, uint32_t* slot_out) {
+  uint32_t s = lookup(key);
+  if (s == kNoSlot) {
+    *slot_out = kNoSlot;
+    if (!create) return static_cast<T*>(nullptr);
+    s = find_or_insert(key).first;
+    slots_[s].entry.value.template emplace<Box<T>>();
+  } else if (!std::holds_alternative<Box<T>>(slots_[s].entry.value)) {
+    return wrong_type();
+  }
+  *slot_out = s;
+  return &*std::get<Box<T>>(slots_[s].entry.value);
+}
+
+// ---------------------------------------------------------------- mutations
+
+void TrackedMap::set(std::string_view key, std::string_view value, int64_t expires_at_ms) {
+  auto [s, inserted] = find_or_insert(key);
+  Entry& e = slots_[s].entry;
+  if (!inserted) bytes_ -= e.payload_bytes();
+  if (auto* str = std::get_if<std::string>(&e.value)) {
+    str->assign(value);
+  } else {
+    e.value = std::string(value);
+  }
+  e.expires_at_ms = expires_at_ms;
+  bytes_ += value.size();
+  log(s, kOpSet, key, {value, Le64(expires_at_ms).view()});
+}
+
+bool TrackedMap::erase(std::string_view key) {
+  uint32_t s = lookup(key);
+  if (s == kNoSlot) return false;
+  log(s, kOpErase, key, {});
+  remove_slot(s);
+  return true;
+}
+
+void TrackedMap::clear() {
+  if (BATON_UNLIKELY(log_ != nullptr && log_->capturing())) log_->append(id(), kOpClear, {}, {});
+  slots_.clear();
+  free_slots_.clear();
+  index_.assign(16, Bucket{kNoSlot, 0});
+  live_ = 0;
+  bytes_ = 0;
+  // Nothing that existed when the snapshot began is left for it to write.
+  if (snapshot_cursor_ != kNoSlot) snapshot_end_ = 0;
+}
+
+Result<int64_t> TrackedMap::incr_by(std::string_view key, int64_t by) {
+  uint32_t s = lookup(key);
+  int64_t current = 0;
+  if (s != kNoSlot) {
+    auto* str = std::get_if<std::string>(&slots_[s].entry.value);
+    if (str == nullptr) return wrong_type();
+    auto [ptr, ec] = std::from_chars(str->data(), str->data() + str->size(), current);
+    if (ec != std::errc() || ptr != str->data() + str->size() || str->empty()) {
+      return Error(ErrorKind::kInvalidArgument, "value is not an integer or out of range");
+    }
+  }
+  int64_t next;
+  if (__builtin_add_overflow(current, by, &next)) {
+    return Error(ErrorKind::kInvalidArgument, "increment or decrement would overflow");
+  }
+  if (s == kNoSlot) s = find_or_insert(key).first;
+  auto& str = std::get<std::string>(slots_[s].entry.value);
+  bytes_ -= str.size();
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, next);
+  str.assign(buf, end);
+  bytes_ += str.size();
+  log(s, kOpIncrBy, key, {Le64(by).view()});
+  return next;
+}
+
+Result<size_t> TrackedMap::push(std::string_view key, End end,
+                                std::span<const std::string_view> values) {
+  if (values.empty() || values.size() >= kMaxDeltaArgs) {
+    return Error(ErrorKind::kInvalidArgument, "push takes 1 to 254 values");
+  }
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(List * list, typed<List>(key, true, &s));
+  for (std::string_view v : values) {
+    if (end == End::kLeft) {
+      list->emplace_front(v);
+    } else {
+      list->emplace_back(v);
+    }
+    bytes_ += v.size() + 8;
+  }
+  if (BATON_UNLIKELY(log_ != nullptr && log_->capturing()) && must_log(s)) {
+    std::string_view args[kMaxDeltaArgs];
+    const char end_byte = static_cast<char>(end);
+    args[0] = std::string_view(&end_byte, 1);
+    for (size_t i = 0; i < values.size(); ++i) args[i + 1] = values[i];
+    log_->append(id(), kOpPush, key, std::span<const std::string_view>(args, values.size() + 1));
+  }
+  return list->size();
+}
+
+Result<std::optional<std::string>> TrackedMap::pop(std::string_view key, End end) {
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(List * list, typed<List>(key, false, &s));
+  if (list == nullptr) return std::optional<std::string>();
+  const char end_byte = static_cast<char>(end);
+  log(s, kOpPop, key, {std::string_view(&end_byte, 1)});
+  std::string v;
+  if (end == End::kLeft) {
+    v = std::move(list->front());
+    list->pop_front();
+  } else {
+    v = std::move(list->back());
+    list->pop_back();
+  }
+  bytes_ -= v.size() + 8;
+  if (list->empty()) remove_slot(s);
+  return std::optional<std::string>(std::move(v));
+}
+
+Result<size_t> TrackedMap::sadd(std::string_view key, std::span<const std::string_view> members) {
+  if (members.empty() || members.size() >= kMaxDeltaArgs) {
+    return Error(ErrorKind::kInvalidArgument, "sadd takes 1 to 254 members");
+  }
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(Set * set, typed<Set>(key, true, &s));
+  size_t added = 0;
+  for (std::string_view m : members) {
+    if (set->emplace(m).second) {
+      ++added;
+      bytes_ += m.size() + 8;
+    }
+  }
+  log(s, kOpSAdd, key, members);
+  return added;
+}
+
+Result<size_t> TrackedMap::srem(std::string_view key, std::span<const std::string_view> members) {
+  if (members.empty() || members.size() >= kMaxDeltaArgs) {
+    return Error(ErrorKind::kInvalidArgument, "srem takes 1 to 254 members");
+  }
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(Set * set, typed<Set>(key, false, &s));
+  if (set == nullptr) return size_t{0};
+  log(s, kOpSRem, key, members);
+  size_t removed = 0;
+  for (std::string_view m : members) {
+    if (set->erase(std::string(m)) > 0) {
+      ++removed;
+      bytes_ -= m.size() + 8;
+    }
+  }
+  if (set->empty()) remove_slot(s);
+  return removed;
+}
+
+Result<std::optional<std::string>> TrackedMap::spop(std::string_view key, uint64_t random) {
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(Set * set, typed<Set>(key, false, &s));
+  if (set == nullptr) return std::optional<std::string>();
+  // TODO(perf): O(n) pick; a set with random access would make this O(1).
+  auto it = std::next(set->begin(), static_cast<long>(random % set->size()));
+  std::string member = *it;
+  // Logged by effect: the successor's set may iterate in another order.
+  log(s, kOpSRem, key, {std::string_view(member)});
+  set->erase(it);
+  bytes_ -= member.size() + 8;
+  if (set->empty()) remove_slot(s);
+  return std::optional<std::string>(std::move(member));
+}
+
+Result<size_t> TrackedMap::hset(std::string_view key,
+                                std::span<const std::string_view> field_values) {
+  if (field_values.empty() || field_values.size() % 2 != 0 ||
+      field_values.size() >= kMaxDeltaArgs) {
+    return Error(ErrorKind::kInvalidArgument, "hset takes 1 to 127 field/value pairs");
+  }
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(Hash * hash, typed<Hash>(key, true, &s));
+  size_t added = 0;
+  for (size_t i = 0; i < field_values.size(); i += 2) {
+    auto [it, inserted] = hash->try_emplace(std::string(field_values[i]));
+    if (inserted) {
+      ++added;
+      bytes_ += it->first.size() + 16;
+    } else {
+      bytes_ -= it->second.size();
+    }
+    it->second.assign(field_values[i + 1]);
+    bytes_ += it->second.size();
+  }
+  log(s, kOpHSet, key, field_values);
+  return added;
+}
+
+Result<size_t> TrackedMap::hdel(std::string_view key, std::span<const std::string_view> fields) {
+  if (fields.empty() || fields.size() >= kMaxDeltaArgs) {
+    return Error(ErrorKind::kInvalidArgument, "hdel takes 1 to 254 fields");
+  }
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(Hash * hash, typed<Hash>(key, false, &s));
+  if (hash == nullptr) return size_t{0};
+  log(s, kOpHDel, key, fields);
+  size_t removed = 0;
+  for (std::string_view f : fields) {
+    auto it = hash->find(std::string(f));
+    if (it == hash->end()) continue;
+    bytes_ -= it->first.size() + it->second.size() + 16;
+    hash->erase(it);
+    ++removed;
+  }
+  if (hash->empty()) remove_slot(s);
+  return removed;
+}
+
+Result<size_t> TrackedMap::zadd(std::string_view key, double score, std::string_view member) {
+  if (score != score) return Error(ErrorKind::kInvalidArgument, "score is not a number");
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(ZSet * z, typed<ZSet>(key, true, &s));
+  bool added = z->add(score, member);
+  if (added) bytes_ += member.size() + 16;
+  log(s, kOpZAdd, key, {Le64(score).view(), member});
+  return size_t{added ? 1u : 0u};
+}
+
+Result<std::optional<std::pair<std::string, double>>> TrackedMap::zpopmin(std::string_view key) {
+  using Out = std::optional<std::pair<std::string, double>>;
+  uint32_t s;
+  BATON_ASSIGN_OR_RETURN(ZSet * z, typed<ZSet>(key, false, &s));
+  if (z == nullptr) return Out();
+  log(s, kOpZPopMin, key, {});
+  auto popped = z->pop_min();
+  bytes_ -= popped.first.size() + 16;
+  if (z->empty()) remove_slot(s);
+  return Out(std::move(popped));
+}
+
+bool TrackedMap::expire_at(std::string_view key, int64_t expires_at_ms) {
+  uint32_t s = lookup(key);
+  if (s == kNoSlot) return false;
+  slots_[s].entry.expires_at_ms = expires_at_ms;
+  log(s, kOpExpire, key, {Le64(expires_at_ms).view()});
+  return true;
+}
+
+// ---------------------------------------------------------------- comparison
+
+bool TrackedMap::same_contents(const TrackedMap& other) const {
+  if (live_ != other.live_) return false;
+  for (const Slot& s : slots_) {
+    if (!s.used) continue;
+    const Entry* e = other.find(s.key);
+    if (e == nullptr || !(*e == s.entry)) return false;
+  }
+  return true;
+}
+
+uint64_t TrackedMap::digest() const {
+  auto h = [](std::string_view v) { return mix(hash_key(v)); };
+  uint64_t total = 0;
+  for (const Slot& s : slots_) {
+    if (!s.used) continue;
+    uint64_t d = mix(h(s.key) ^ (uint64_t(s.entry.type()) << 56) ^
+                     mix(static_cast<uint64_t>(s.entry.expires_at_ms)));
+    std::visit(
+        [&](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string>) {
+            d = mix(d ^ h(v));
+          } else if constexpr (std::is_same_v<T, Box<List>>) {
+            for (const auto& x : *v) d = mix(d ^ h(x));
+          } else if constexpr (std::is_same_v<T, Box<Set>>) {
+            uint64_t sum = 0;
+            for (const auto& x : *v) sum += h(x);
+            d = mix(d ^ sum);
+          } else if constexpr (std::is_same_v<T, Box<Hash>>) {
+            uint64_t sum = 0;
+            for (const auto& [f, x] : *v) sum += mix(h(f) ^ (h(x) * 31));
+            d = mix(d ^ sum);
+          } else {
+            for (const auto& [score, m] : v->ordered())
+              d = mix(d ^ h(m) ^ std::bit_cast<uint64_t>(score));
+          }
+        },
+        s.entry.value);
+    total += d;
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------- Section
+
+void TrackedMap::snapshot_begin() {
+  ++epoch_;
+  snapshot_cursor_ = 0;
+  snapshot_end_ = static_cast<uint32_t>(slots_.size());
+}
+
+bool TrackedMap::snapshot_step(SnapshotSink& sink, size_t budget_bytes) {
+  // Empty slots cost time too, so the scan is bounded as well as the bytes.
+  size_t scan_left = std::max<size_t>(4096, budget_bytes / 16);
+  while (snapshot_cursor_ < snapshot_end_ && sink.bytes() < budget_bytes && scan_left-- > 0) {
+    const Slot& s = slots_[snapshot_cursor_];
+    if (s.used && s.birth_epoch != epoch_) sink.add(s.key, s.entry);
+    ++snapshot_cursor_;
+  }
+  return snapshot_cursor_ >= snapshot_end_;
+}
+
+void TrackedMap::snapshot_end() {
+  snapshot_cursor_ = kNoSlot;
+  snapshot_end_ = 0;
+}
+
+Result<void> TrackedMap::restore_begin(uint64_t records) {
+  clear();
+  restore_batch_.clear();
+  if (records > UINT32_MAX - 1) {
+    return Error(ErrorKind::kCapacity, "section '" + name() + "' has " + std::to_string(records) +
+                                           " records; a TrackedMap holds at most 2^32-2");
+  }
+  slots_.reserve(records);
+  size_t buckets = 16;
+  while (buckets * 7 < records * 10 + 10) buckets *= 2;
+  index_.assign(buckets, Bucket{kNoSlot, 0});
+  return ok();
+}
+
+Result<void> TrackedMap::restore_record(std::string_view key, Entry&& entry) {
+  constexpr size_t kBatch = 16;
+  uint64_t h = hash_key(key);
+  __builtin_prefetch(&index_[h & (index_.size() - 1)], 1);
+  restore_batch_.push_back(PendingRecord{std::string(key), std::move(entry), h});
+  if (restore_batch_.size() >= kBatch) return flush_restore_batch();
+  return ok();
+}
+
+Result<void> TrackedMap::flush_restore_batch() {
+  for (PendingRecord& r : restore_batch_) {
+    if (lookup(r.key, r.hash) != kNoSlot) {
+      std::string key = std::move(r.key);
+      restore_batch_.clear();
+      return Error(ErrorKind::kCorrupt, "section '" + name() + "' holds key '" + key + "' twice");
+    }
+    uint32_t s = insert_new(std::move(r.key), r.hash);
+    bytes_ += r.entry.payload_bytes();
+    slots_[s].entry = std::move(r.entry);
+  }
+  restore_batch_.clear();
+  return ok();
+}
+
+Result<void> TrackedMap::restore_end() { return flush_restore_batch(); }
+
+void TrackedMap::after_replay(std::string_view key) {
+  if (!migrating()) return;
+  uint32_t s = lookup(key);
+  if (s == kNoSlot) return;
+  Entry& e = slots_[s].entry;
+  bytes_ -= e.payload_bytes();
+  migrate(key, e);
+  bytes_ += e.payload_bytes();
+}
+
+Result<void> TrackedMap::apply_delta(const DeltaView& d) {
+  const auto& a = d.args;
+  auto need = [&](size_t n) -> Result<void> {
+    if (a.size() < n) return diverged(d.key, "op " + std::to_string(d.op) + " lacks arguments");
+    return ok();
+  };
+  auto check = [&](auto&& r) -> Result<void> {
+    if (!r.ok()) return diverged(d.key, r.error().message());
+    return ok();
+  };
+  switch (d.op) {
+    case kOpSet: {
+      BATON_TRY(need(2));
+      BATON_ASSIGN_OR_RETURN(int64_t exp, arg_i64(d.key, a[1]));
+      set(d.key, a[0], exp);
+      break;
+    }
+    case kOpErase:
+      if (!erase(d.key)) return diverged(d.key, "erase of a missing key");
+      break;
+    case kOpClear:
+      clear();
+      break;
+    case kOpIncrBy: {
+      BATON_TRY(need(1));
+      BATON_ASSIGN_OR_RETURN(int64_t by, arg_i64(d.key, a[0]));
+      BATON_TRY(check(incr_by(d.key, by)));
+      break;
+    }
+    case kOpPush: {
+      BATON_TRY(need(2));
+      BATON_ASSIGN_OR_RETURN(End end, arg_end(d.key, a[0]));
+      BATON_TRY(check(push(d.key, end, a.subspan(1))));
+      break;
+    }
+    case kOpPop: {
+      BATON_TRY(need(1));
+      BATON_ASSIGN_OR_RETURN(End end, arg_end(d.key, a[0]));
+      auto r = pop(d.key, end);
+      BATON_TRY(check(r));
+      if (!r.value()) return diverged(d.key, "pop from a missing list");
+      break;
+    }
+    case kOpSAdd:
+      BATON_TRY(need(1));
+      BATON_TRY(check(sadd(d.key, a)));
+      break;
+    case kOpSRem:
+      BATON_TRY(need(1));
+      BATON_TRY(check(srem(d.key, a)));
+      break;
+    case kOpHSet:
+      BATON_TRY(need(2));
+      BATON_TRY(check(hset(d.key, a)));
+      break;
+    case kOpHDel:
+      BATON_TRY(need(1));
+      BATON_TRY(check(hdel(d.key, a)));
+      break;
+    case kOpZAdd: {
+      BATON_TRY(need(2));
+      BATON_ASSIGN_OR_RETURN(double score, arg_f64(d.key, a[0]));
+      BATON_TRY(check(zadd(d.key, score, a[1])));
+      break;
+    }
+    case kOpZPopMin: {
+      auto r = zpopmin(d.key);
+      BATON_TRY(check(r));
+      if (!r.value()) return diverged(d.key, "zpopmin from a missing zset");
+      break;
+    }
+    case kOpExpire: {
+      BATON_TRY(need(1));
+      BATON_ASSIGN_OR_RETURN(int64_t exp, arg_i64(d.key, a[0]));
+      if (!expire_at(d.key, exp)) return diverged(d.key, "expire of a missing key");
+      break;
+    }
+    default:
+      return Error(ErrorKind::kCorrupt, "section '" + name() + "': unknown delta op " +
+                                            std::to_string(d.op) + " at LSN " +
+                                            std::to_string(d.lsn));
+  }
+  after_replay(d.key);
+  return ok();
+}
+
+uint64_t TrackedMap::recount_bytes() const {
+  uint64_t n = 0;
+  for (const Slot& s : slots_)
+    if (s.used) n += s.key.size() + kRecordOverhead + s.entry.payload_bytes();
+  return n;
+}
+
+}  // namespace baton

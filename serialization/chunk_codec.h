@@ -1,0 +1,29 @@
+// Encodes and decodes checkpoint chunks. The Cap'n Proto types stay behind this header:
+// the runtime sees only bytes, Entries and Results.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string_view>
+#include <utility>
+
+#include "baton/result.h"
+#include "baton/value.h"
+
+namespace baton::serialization {
+
+using RecordRef = std::pair<std::string_view, const Entry*>;
+
+/// Builds one chunk message (standard single-segment framing) at `out`, which must be
+/// 8-byte aligned and zeroed. Returns the bytes used, or kCapacity if it does not fit.
+Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
+                            size_t capacity_bytes);
+
+/// Decodes a chunk message in place (zero-copy), calling fn(key, entry) per record.
+/// Reader limits are sized to the message. Returns the record count.
+Result<uint64_t> decode_chunk(std::span<const std::byte> message,
+                              const std::function<Result<void>(std::string_view, Entry&&)>& fn);
+
+}  // namespace baton::serialization
