@@ -153,7 +153,7 @@ Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
 }
 
 Result<uint64_t> decode_chunk(std::span<const std::byte> message,
-                              const std::function<Result<void>(std::string_view, Entry&&)>& fn) {
+                              std::vector<std::pair<std::string, Entry>>& out) {
   if (message.size() % 8 != 0 || message.size() < 16) {
     return Error(ErrorKind::kCorrupt, "chunk message of " + std::to_string(message.size()) +
                                           " bytes is not whole words");
@@ -169,10 +169,11 @@ Result<uint64_t> decode_chunk(std::span<const std::byte> message,
         limits);
     auto records = reader.getRoot<wire::Chunk>().getRecords();
     uint64_t n = 0;
+    out.reserve(out.size() + records.size());
     for (auto r : records) {
       auto entry = materialize(r);
       if (!entry.ok()) return std::move(entry).error().with_context("record " + std::to_string(n));
-      BATON_TRY(fn(view(r.getKey()), std::move(entry).value()));
+      out.emplace_back(view(r.getKey()), std::move(entry).value());
       ++n;
     }
     return n;

@@ -4,10 +4,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "baton/result.h"
 #include "baton/value.h"
@@ -21,9 +22,9 @@ using RecordRef = std::pair<std::string_view, const Entry*>;
 Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
                             size_t capacity_bytes);
 
-/// Decodes a chunk message in place (zero-copy), calling fn(key, entry) per record.
-/// Reader limits are sized to the message. Returns the record count.
+/// Decodes a chunk message read in place from `message`, appending each record to `out`.
+/// Reader limits are sized to the message. Returns the number of records appended.
 Result<uint64_t> decode_chunk(std::span<const std::byte> message,
-                              const std::function<Result<void>(std::string_view, Entry&&)>& fn);
+                              std::vector<std::pair<std::string, Entry>>& out);
 
 }  // namespace baton::serialization

@@ -101,5 +101,37 @@ TEST(Crc32c, MatchesTheStandardCheckValueAndStreams) {
   EXPECT_NE(crc32c(0, big.data(), big.size()), crc32c(0, big.data(), big.size() - 1));
 }
 
+// Bit-at-a-time CRC32C straight from the definition, as the reference.
+uint32_t crc32c_reference(const unsigned char* p, size_t n) {
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+  }
+  return ~c;
+}
+
+TEST(Crc32c, AgreesWithTheDefinitionAtEveryLengthAndSplit) {
+  std::string buf(70000, '\0');
+  uint64_t x = 88172645463325252ull;
+  for (char& ch : buf) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    ch = static_cast<char>(x);
+  }
+  auto* p = reinterpret_cast<const unsigned char*>(buf.data());
+  for (size_t n : {0ul, 1ul, 7ul, 8ul, 9ul, 4095ul, 12287ul, 12288ul, 12289ul, 12295ul, 40000ul,
+                   65537ul, 70000ul}) {
+    EXPECT_EQ(crc32c(0, p, n), crc32c_reference(p, n)) << "length " << n;
+  }
+  // Streaming across arbitrary boundaries equals one pass.
+  uint32_t c = 0;
+  for (size_t at = 0; at < buf.size();) {
+    size_t step = std::min<size_t>(buf.size() - at, 1 + (at * 7919) % 20000);
+    c = crc32c(c, p + at, step);
+    at += step;
+  }
+  EXPECT_EQ(c, crc32c_reference(p, buf.size()));
+}
+
 }  // namespace
 }  // namespace baton

@@ -85,8 +85,9 @@ class Section {
   // --- successor side ---
   /// Prepares to restore records written at schema version `from`; `records` is the count.
   virtual Result<void> restore_begin(uint64_t records) = 0;
-  /// Takes one record, already migrated to this section's schema version.
-  virtual Result<void> restore_record(std::string_view key, Entry&& entry) = 0;
+  /// Takes one record, already migrated to this section's schema version. Records come
+  /// in checkpoint order, on the thread that called restore_checkpoint.
+  virtual Result<void> restore_record(std::string&& key, Entry&& entry) = 0;
   virtual Result<void> restore_end() = 0;
   /// Applies one replayed mutation; the touched entry must then be passed to migrate().
   virtual Result<void> apply_delta(const DeltaView& delta) = 0;

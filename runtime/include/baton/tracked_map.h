@@ -79,7 +79,7 @@ class TrackedMap final : public Section {
   bool snapshot_step(SnapshotSink& sink, size_t budget_bytes) override;
   void snapshot_end() override;
   Result<void> restore_begin(uint64_t records) override;
-  Result<void> restore_record(std::string_view key, Entry&& entry) override;
+  Result<void> restore_record(std::string&& key, Entry&& entry) override;
   Result<void> restore_end() override;
   Result<void> apply_delta(const DeltaView& delta) override;
 

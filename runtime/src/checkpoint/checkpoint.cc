@@ -5,11 +5,17 @@
 
 #include <chrono>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "baton/crc32c.h"
 #include "chunk_codec.h"
 #include "format.h"
+#include "prefault.h"
 #include "segment.h"
 
 namespace baton {
@@ -42,6 +48,10 @@ size_t capacity_for(uint64_t estimate) {
   return format::kDataOffset + 2 * estimate + (size_t{64} << 20);
 }
 
+// How far ahead of the writer pages are populated: enough to hide a slice's faults,
+// small enough that little beyond the end is populated and then truncated away.
+constexpr size_t kPrefaultWindow = size_t{32} << 20;
+
 }  // namespace
 
 // ---------------------------------------------------------------- Checkpoint
@@ -59,6 +69,7 @@ struct CheckpointWriter::Impl {
   Registry* registry;
   CheckpointOptions options;
   std::unique_ptr<ShmSegment> segment;
+  std::unique_ptr<Prefaulter> prefaulter;  // declared after segment: stops before unmap
   std::vector<format::SectionDesc> descs;
   SnapshotSink sink;
   CheckpointStats stats;
@@ -70,6 +81,7 @@ struct CheckpointWriter::Impl {
   bool finished = false;
 
   ~Impl() {
+    if (prefaulter) prefaulter->stop();
     if (finished) return;
     // Abandoned: every section leaves snapshot mode and nothing is captured any more.
     for (Section* s : registry->sections()) s->snapshot_end();
@@ -103,6 +115,11 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   impl->stats.capacity_bytes = segment->size();
   impl->stats.page_kind = segment->page_kind();
   impl->segment = std::move(segment);
+  if (options.prefault) {
+    impl->prefaulter = std::make_unique<Prefaulter>(impl->segment->data(), impl->segment->size(),
+                                                    Prefaulter::Mode::kWrite, kPrefaultWindow);
+    impl->stats.prefaulted = impl->prefaulter->active();
+  }
   impl->descs.resize(registry.sections().size());
   // L0 and every section's snapshot start in the same loop turn: nothing can slip between.
   impl->stats.start_lsn = registry.log().begin_capture();
@@ -153,6 +170,7 @@ Result<bool> CheckpointWriter::step() {
     std::memcpy(at, &ch, sizeof ch);
     w.section_crc = crc32c(w.section_crc, &ch, sizeof ch);
     w.pos += sizeof ch + bytes;
+    if (w.prefaulter) w.prefaulter->advance(w.pos);
     desc.bytes += sizeof ch + bytes;
     desc.records += records.size();
     desc.chunks += 1;
@@ -199,6 +217,7 @@ Result<Checkpoint> CheckpointWriter::finish() {
   }
   uint32_t crc = header_checksum(base, h.header_bytes);
   std::memcpy(base + offsetof(format::Header, header_checksum), &crc, 4);
+  if (w.prefaulter) w.prefaulter->stop();  // before the object shrinks under it
   BATON_TRY(w.segment->shrink(w.pos));
   w.stats.segment_bytes = w.pos;
   w.stats.elapsed_us = micros_since(w.started);
@@ -260,11 +279,62 @@ Result<format::Header> validate_header(const std::byte* base, size_t size) {
   return h;
 }
 
-Result<void> restore_section(const std::byte* base, const format::Header& h,
-                             const format::SectionDesc& d, Section& s, uint64_t* records_out) {
-  const std::string name = s.name();
-  BATON_TRY(s.set_peer_version(d.schema_version));
-  BATON_TRY(s.restore_begin(d.records));
+// One decoded chunk (or a section's end, or an error) handed from the decoding thread
+// to the thread that owns the sections.
+struct DecodedBatch {
+  size_t section = 0;
+  std::vector<std::pair<std::string, Entry>> records;
+  bool section_end = false;
+  std::optional<Error> error;
+};
+
+// A bounded single-producer, single-consumer queue; memory stays at a few chunks.
+class BatchQueue {
+ public:
+  static constexpr size_t kDepth = 8;
+  // False once the consumer cancelled.
+  bool push(DecodedBatch&& b) {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_full_.wait(lock, [&] { return cancelled_ || q_.size() < kDepth; });
+    if (cancelled_) return false;
+    q_.push_back(std::move(b));
+    not_empty_.notify_one();
+    return true;
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    not_empty_.notify_one();
+  }
+  std::optional<DecodedBatch> pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_empty_.wait(lock, [&] { return closed_ || !q_.empty(); });
+    if (q_.empty()) return std::nullopt;
+    DecodedBatch b = std::move(q_.front());
+    q_.pop_front();
+    not_full_.notify_one();
+    return b;
+  }
+  void cancel() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    q_.clear();
+    not_full_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<DecodedBatch> q_;
+  bool closed_ = false;
+  bool cancelled_ = false;
+};
+
+// Decoding side: verifies and decodes every chunk of one section, in order. Touches only
+// the read-only mapping and its own allocations, never a Section.
+Result<void> decode_section(const std::byte* base, const format::SectionDesc& d, size_t index,
+                            BatchQueue& out) {
+  const std::string name(d.name);
   uint64_t pos = d.offset, end = d.offset + d.bytes, records = 0, chunks = 0;
   uint32_t section_crc = 0;
   auto where = [&](uint64_t at) {
@@ -289,11 +359,9 @@ Result<void> restore_section(const std::byte* base, const format::Header& h,
                      hex32(got) + ")");
     }
     section_crc = crc32c(section_crc, &ch, sizeof ch);
-    auto n = serialization::decode_chunk(std::span<const std::byte>(msg, bytes),
-                                         [&](std::string_view key, Entry&& e) {
-                                           s.migrate(key, e);
-                                           return s.restore_record(key, std::move(e));
-                                         });
+    DecodedBatch batch;
+    batch.section = index;
+    auto n = serialization::decode_chunk(std::span<const std::byte>(msg, bytes), batch.records);
     if (!n.ok()) return std::move(n).error().with_context(where(pos));
     if (n.value() != ch.records) {
       return corrupt(where(pos) + ": holds " + std::to_string(n.value()) +
@@ -302,6 +370,7 @@ Result<void> restore_section(const std::byte* base, const format::Header& h,
     records += n.value();
     ++chunks;
     pos += sizeof ch + bytes;
+    if (!out.push(std::move(batch))) return Error(ErrorKind::kAborted, "restore cancelled");
   }
   if (records != d.records || chunks != d.chunks) {
     return corrupt("checkpoint section '" + name + "' has " + std::to_string(records) +
@@ -312,9 +381,60 @@ Result<void> restore_section(const std::byte* base, const format::Header& h,
     return corrupt("checkpoint section '" + name + "' checksum mismatch (expected " +
                    hex32(d.section_checksum) + ", got " + hex32(section_crc) + ")");
   }
-  BATON_TRY(s.restore_end());
-  *records_out += records;
+  DecodedBatch done;
+  done.section = index;
+  done.section_end = true;
+  if (!out.push(std::move(done))) return Error(ErrorKind::kAborted, "restore cancelled");
   return ok();
+}
+
+// Restores every section with a two-stage pipeline: a helper thread verifies checksums
+// and decodes (page faults on the mapping and allocation happen there), while this
+// thread migrates and inserts. A section sees restore_begin, its records in checkpoint
+// order, then restore_end, all on the calling thread.
+Result<uint64_t> restore_sections(const std::byte* base,
+                                  const std::vector<format::SectionDesc>& descs,
+                                  const std::vector<Section*>& sections) {
+  BatchQueue queue;
+  std::thread decoder([&] {
+    for (size_t i = 0; i < descs.size(); ++i) {
+      auto r = decode_section(base, descs[i], i, queue);
+      if (!r.ok()) {
+        DecodedBatch failed;
+        failed.error = std::move(r).error();
+        queue.push(std::move(failed));
+        break;
+      }
+    }
+    queue.close();
+  });
+  struct Joiner {
+    BatchQueue& q;
+    std::thread& t;
+    ~Joiner() {
+      q.cancel();
+      t.join();
+    }
+  } joiner{queue, decoder};
+
+  uint64_t total = 0;
+  size_t current = SIZE_MAX;
+  while (auto batch = queue.pop()) {
+    if (batch->error) return std::move(*batch->error);
+    Section& s = *sections[batch->section];
+    if (batch->section != current) {
+      BATON_TRY(s.restore_begin(descs[batch->section].records));
+      current = batch->section;
+    }
+    const bool migrating = s.migrating();
+    for (auto& [key, entry] : batch->records) {
+      if (migrating) s.migrate(key, entry);
+      BATON_TRY(s.restore_record(std::move(key), std::move(entry)));
+    }
+    total += batch->records.size();
+    if (batch->section_end) BATON_TRY(s.restore_end());
+  }
+  return total;
 }
 
 }  // namespace
@@ -333,7 +453,7 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
   out.start_lsn = h.start_lsn;
   out.segment_bytes = h.total_bytes;
   out.page_kind = static_cast<PageKind>(h.page_kind);
-  // Validate every descriptor before touching any section.
+  // Validate every descriptor, and every schema version, before touching any section.
   uint64_t prev_end = format::kDataOffset;
   for (size_t i = 0; i < descs.size(); ++i) {
     auto& d = descs[i];
@@ -364,20 +484,20 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
                                             "' that this build does not register; restoring "
                                             "would drop it");
     }
+    BATON_TRY(s->set_peer_version(d.schema_version));
     out.by_peer_id.push_back(s);
   }
-  for (size_t i = 0; i < descs.size(); ++i) {
-    Section& s = *out.by_peer_id[i];
-    try {
-      BATON_TRY(restore_section(base, h, descs[i], s, &out.records));
-    } catch (const std::bad_alloc&) {
-      return Error(ErrorKind::kCapacity, "out of memory restoring checkpoint section '" + s.name() +
-                                             "' (" + std::to_string(descs[i].bytes) + " bytes)");
-    }
-    if (s.peer_version() != s.schema_version()) {
-      out.notes.push_back("section '" + s.name() + "' migrated from schema version " +
-                          std::to_string(s.peer_version()) + " to " +
-                          std::to_string(s.schema_version()));
+  try {
+    BATON_ASSIGN_OR_RETURN(out.records, restore_sections(base, descs, out.by_peer_id));
+  } catch (const std::bad_alloc&) {
+    return Error(ErrorKind::kCapacity, "out of memory restoring the checkpoint (" +
+                                           std::to_string(h.total_bytes) + " bytes)");
+  }
+  for (Section* s : out.by_peer_id) {
+    if (s->peer_version() != s->schema_version()) {
+      out.notes.push_back("section '" + s->name() + "' migrated from schema version " +
+                          std::to_string(s->peer_version()) + " to " +
+                          std::to_string(s->schema_version()));
     }
   }
   for (Section* s : registry.sections()) {

@@ -479,11 +479,11 @@ Result<void> TrackedMap::restore_begin(uint64_t records) {
   return ok();
 }
 
-Result<void> TrackedMap::restore_record(std::string_view key, Entry&& entry) {
+Result<void> TrackedMap::restore_record(std::string&& key, Entry&& entry) {
   constexpr size_t kBatch = 16;
   uint64_t h = hash_key(key);
   __builtin_prefetch(&index_[h & (index_.size() - 1)], 1);
-  restore_batch_.push_back(PendingRecord{std::string(key), std::move(entry), h});
+  restore_batch_.push_back(PendingRecord{std::move(key), std::move(entry), h});
   if (restore_batch_.size() >= kBatch) return flush_restore_batch();
   return ok();
 }

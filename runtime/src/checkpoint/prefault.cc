@@ -1,0 +1,65 @@
+// Background page population for checkpoint segments.
+#include "prefault.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+
+namespace baton {
+namespace {
+constexpr size_t kStep = size_t{2} << 20;
+constexpr size_t kPage = 4096;
+}  // namespace
+
+Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window)
+    : base_(base),
+      size_(size),
+      advice_(mode == Mode::kWrite ? MADV_POPULATE_WRITE : MADV_POPULATE_READ),
+      window_(window) {
+  if (size_ < kPage) return;
+  if (::madvise(base_, kPage, advice_) != 0) return;  // EINVAL: kernel without it
+  thread_ = std::thread([this] { run(); });
+}
+
+Prefaulter::~Prefaulter() { stop(); }
+
+void Prefaulter::stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+void Prefaulter::advance(size_t offset) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    consumer_ = offset;
+  }
+  cv_.notify_one();
+}
+
+void Prefaulter::run() {
+  size_t done = 0;
+  for (;;) {
+    size_t target;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || done < std::min(size_, consumer_ + window_); });
+      if (stop_) return;
+      target = std::min(size_, consumer_ + window_);
+    }
+    done = std::max(done, consumer_ / kPage * kPage);  // never behind the consumer
+    while (done < target && !stopping_.load(std::memory_order_relaxed)) {
+      size_t n = std::min(kStep, size_ - done);
+      if (::madvise(base_ + done, n, advice_) != 0) return;  // e.g. ENOMEM: give up quietly
+      done += n;
+    }
+    if (done >= size_) return;
+  }
+}
+
+}  // namespace baton

@@ -1,0 +1,46 @@
+// Prefaulter: populates a mapping's pages on a helper thread, a window ahead of the
+// thread that writes or reads it, so page faults (the dominant cost of a fresh 4 KiB
+// shmem segment) run on another core. MADV_POPULATE_* changes no bytes, so the helper
+// never races the consumer's data.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <thread>
+
+namespace baton {
+
+class Prefaulter {
+ public:
+  enum class Mode { kRead, kWrite };
+  /// Starts the helper unless the kernel lacks MADV_POPULATE_READ/WRITE (before 5.14).
+  Prefaulter(std::byte* base, size_t size, Mode mode, size_t window);
+  ~Prefaulter();
+  Prefaulter(const Prefaulter&) = delete;
+  Prefaulter& operator=(const Prefaulter&) = delete;
+
+  /// The consumer has reached `offset`; the helper keeps `window` bytes beyond it ready.
+  void advance(size_t offset);
+  /// Whether a helper thread runs.
+  bool active() const { return thread_.joinable(); }
+  /// Stops and joins the helper.
+  void stop();
+
+ private:
+  void run();
+
+  std::byte* base_;
+  size_t size_;
+  int advice_;
+  size_t window_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t consumer_ = 0;
+  bool stop_ = false;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace baton

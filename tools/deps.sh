@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian bookworm packages Baton builds and tests with, when missing.
+# Sourced by tools/demo.sh and tools/test.sh; safe to run on its own.
+set -euo pipefail
+
+BATON_PACKAGES=(
+  cmake g++ make pkg-config
+  libboost-dev          # Boost.Interprocess (header-only)
+  libcapnp-dev capnproto
+  liburing-dev
+  libbenchmark-dev
+  libgtest-dev googletest
+)
+
+baton_install_deps() {
+  local missing=()
+  for p in "${BATON_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    echo "deps: all ${#BATON_PACKAGES[@]} Debian packages present"
+    return 0
+  fi
+  echo "deps: installing ${missing[*]}"
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps: need root or sudo to install ${missing[*]}" >&2; return 1; }
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then baton_install_deps; fi
