@@ -47,6 +47,8 @@ void fill(wire::Record::Builder r, std::string_view key, const Entry& e) {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, std::string>) {
           v.setString(as_data(x));
+        } else if constexpr (std::is_same_v<T, Borrowed>) {
+          v.setString(as_data(x.view()));
         } else if constexpr (std::is_same_v<T, Box<List>> || std::is_same_v<T, Box<Set>>) {
           auto l = std::is_same_v<T, Box<List>> ? v.initList(x->size()) : v.initSet(x->size());
           uint i = 0;
@@ -72,14 +74,20 @@ void fill(wire::Record::Builder r, std::string_view key, const Entry& e) {
       e.value);
 }
 
-Result<Entry> materialize(wire::Record::Reader r) {
+Result<Entry> materialize(wire::Record::Reader r, bool borrow) {
   Entry e;
   e.expires_at_ms = r.getExpiresAtMs();
   auto v = r.getValue();
   switch (v.which()) {
-    case wire::Record::Value::STRING:
-      e.value = std::string(view(v.getString()));
+    case wire::Record::Value::STRING: {
+      std::string_view bytes = view(v.getString());
+      if (borrow) {
+        e.value = Borrowed{bytes.data(), bytes.size()};
+      } else {
+        e.value = std::string(bytes);
+      }
       break;
+    }
     case wire::Record::Value::LIST: {
       List l;
       for (auto m : v.getList()) l.emplace_back(view(m));
@@ -152,7 +160,7 @@ Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
   }
 }
 
-Result<uint64_t> decode_chunk(std::span<const std::byte> message,
+Result<uint64_t> decode_chunk(std::span<const std::byte> message, bool borrow,
                               std::vector<std::pair<std::string, Entry>>& out) {
   if (message.size() % 8 != 0 || message.size() < 16) {
     return Error(ErrorKind::kCorrupt, "chunk message of " + std::to_string(message.size()) +
@@ -171,7 +179,7 @@ Result<uint64_t> decode_chunk(std::span<const std::byte> message,
     uint64_t n = 0;
     out.reserve(out.size() + records.size());
     for (auto r : records) {
-      auto entry = materialize(r);
+      auto entry = materialize(r, borrow);
       if (!entry.ok()) return std::move(entry).error().with_context("record " + std::to_string(n));
       out.emplace_back(view(r.getKey()), std::move(entry).value());
       ++n;

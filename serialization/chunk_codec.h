@@ -23,8 +23,10 @@ Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
                             size_t capacity_bytes);
 
 /// Decodes a chunk message read in place from `message`, appending each record to `out`.
-/// Reader limits are sized to the message. Returns the number of records appended.
-Result<uint64_t> decode_chunk(std::span<const std::byte> message,
+/// With `borrow`, string values are Borrowed views into `message` (which must outlive
+/// them); otherwise they are copied. Reader limits are sized to the message. Returns
+/// the number of records appended.
+Result<uint64_t> decode_chunk(std::span<const std::byte> message, bool borrow,
                               std::vector<std::pair<std::string, Entry>>& out);
 
 }  // namespace baton::serialization

@@ -43,7 +43,7 @@ double ms_since(Clock::time_point t) {
 struct Options {
   uint64_t mib = 256;
   uint64_t value_bytes = 100;
-  uint64_t slice_kib = 1024;
+  uint64_t slice_kib = 256;
   uint64_t writes_per_slice = 20;
   uint64_t catchup_writes = 50000;
   baton::PagePolicy pages = baton::PagePolicy::kAuto;
@@ -251,10 +251,11 @@ int main(int argc, char** argv) {
   auto cp = must(writer.finish(), "checkpoint finish");
   const auto& s = cp.stats();
   SAY("checkpoint: %" PRIu64 " records, %.1f MiB in %" PRIu64
-      " slices; busy %.1f ms "
-      "(%.2f GB/s of payload), longest slice %.3f ms; %" PRIu64 " writes raced it",
+      " slices; busy %.1f ms (%.2f GB/s of payload); slice p50 %.3f ms, p99 %.3f ms, "
+      "max %.3f ms; %" PRIu64 " writes raced it",
       s.records, s.segment_bytes / 1048576.0, s.slices, s.busy_us / 1000.0,
-      s.payload_bytes / (s.busy_us * 1000.0 + 1), s.max_slice_us / 1000.0, work.writes);
+      s.payload_bytes / (s.busy_us * 1000.0 + 1), s.p50_slice_us / 1000.0, s.p99_slice_us / 1000.0,
+      s.max_slice_us / 1000.0, work.writes);
 
   int fds[] = {cp.fd()};
   must(baton::send_fds(sock.get(), "C", fds), "sending the checkpoint fd");

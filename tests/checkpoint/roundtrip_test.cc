@@ -1,6 +1,8 @@
 // Checkpoint round trips: every value type, several sections, segment hygiene.
 #include <sys/stat.h>
 
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 #include "baton/checkpoint.h"
@@ -177,6 +179,83 @@ TEST(Checkpoint, UnknownSectionInCheckpointIsRefusedAndMissingOneStartsEmpty) {
   ASSERT_TRUE(r2.ok()) << r2.error().to_string();
   ASSERT_EQ(r2->notes.size(), 1u);
   EXPECT_NE(r2->notes[0].find("'c' is not in the checkpoint"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace baton
+
+namespace baton {
+namespace {
+
+// Lines of /proc/self/maps that map a Baton checkpoint segment.
+int mapped_checkpoint_segments() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  int n = 0;
+  while (std::getline(maps, line))
+    if (line.find("/dev/shm/baton-") != std::string::npos) ++n;
+  return n;
+}
+
+TEST(Checkpoint, RestoredStringsBorrowTheMappingUntilRewritten) {
+  Registry reg2;
+  TrackedMap m2("kv", 1);
+  ASSERT_TRUE(reg2.add(m2).ok());
+  const int before = mapped_checkpoint_segments();
+  {
+    Registry reg;
+    TrackedMap m("kv", 1);
+    ASSERT_TRUE(reg.add(m).ok());
+    for (int i = 0; i < 100; ++i) m.set("k" + std::to_string(i), "value" + std::to_string(i));
+    std::string_view l[] = {"a"};
+    (void)m.push("list", End::kLeft, l);
+    auto cp = testing::checkpoint_now(reg);
+    reg.log().end_capture();
+    auto r = restore_checkpoint(cp.fd(), reg2);
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+    EXPECT_TRUE(r->borrowed);
+    EXPECT_TRUE(m2.same_contents(m));
+  }  // the incumbent's map, checkpoint and fd are gone; the successor's mapping is not
+  EXPECT_EQ(m2.borrowed(), 100u);
+  EXPECT_EQ(mapped_checkpoint_segments(), before + 1);
+  EXPECT_EQ(m2.find("k7")->str(), "value7");
+  EXPECT_TRUE(m2.find("k7")->is_borrowed());
+  m2.set("k7", "new");
+  EXPECT_EQ(m2.incr_by("k8", 1).ok(), false);  // "value8" is no integer; stays borrowed
+  m2.set("k9", "41");
+  EXPECT_EQ(m2.incr_by("k9", 1).value(), 42);
+  EXPECT_EQ(m2.borrowed(), 98u);
+  for (int i = 0; i < 100; ++i) {
+    if (i % 2) {
+      m2.erase("k" + std::to_string(i));
+    } else {
+      m2.set("k" + std::to_string(i), "owned");
+    }
+  }
+  EXPECT_EQ(m2.borrowed(), 0u);
+  EXPECT_EQ(mapped_checkpoint_segments(), before) << "the mapping outlived its last borrower";
+  EXPECT_EQ(m2.estimate_bytes(), m2.recount_bytes());
+}
+
+TEST(Checkpoint, RestoreCanOwnEveryByteInstead) {
+  Registry reg;
+  TrackedMap m("kv", 1);
+  ASSERT_TRUE(reg.add(m).ok());
+  m.set("a", "1");
+  auto cp = testing::checkpoint_now(reg);
+  reg.log().end_capture();
+  Registry reg2;
+  TrackedMap m2("kv", 1);
+  ASSERT_TRUE(reg2.add(m2).ok());
+  RestoreOptions opt;
+  opt.borrow_strings = false;
+  const int before = mapped_checkpoint_segments();
+  auto r = restore_checkpoint(cp.fd(), reg2, opt);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->borrowed);
+  EXPECT_EQ(m2.borrowed(), 0u);
+  EXPECT_FALSE(m2.find("a")->is_borrowed());
+  EXPECT_EQ(mapped_checkpoint_segments(), before);
 }
 
 }  // namespace

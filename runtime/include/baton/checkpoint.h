@@ -54,6 +54,8 @@ struct CheckpointStats {
   int64_t elapsed_us = 0;    // begin() to finish(), including the server's own work between
   int64_t busy_us = 0;       // time spent inside step()
   int64_t max_slice_us = 0;  // the longest single step(): the pause a server sees
+  int64_t p50_slice_us = 0;  // median step(), filled in by finish()
+  int64_t p99_slice_us = 0;  // 99th percentile step(), filled in by finish()
   PageKind page_kind = PageKind::kSmall;
   bool prefaulted = false;  // a helper thread populated pages ahead of the writer
 };
@@ -104,6 +106,10 @@ class CheckpointWriter {
 };
 
 struct RestoreOptions {
+  /// String values borrow their bytes from the read-only checkpoint mapping instead of
+  /// being copied; the sections keep the mapping alive. Halves the memory a restore
+  /// must fault in. Turn off to own every byte at once.
+  bool borrow_strings = true;
   /// Refuse segments larger than this (a sanity bound, not an allocation).
   uint64_t max_segment_bytes = uint64_t{256} << 30;
 };
@@ -116,6 +122,7 @@ struct RestoreResult {
   uint64_t records = 0;
   int64_t elapsed_us = 0;
   PageKind page_kind = PageKind::kSmall;
+  bool borrowed = false;  // string values borrow from the mapping (kept by the sections)
   std::vector<Section*> by_peer_id;
   std::vector<std::string> notes;  // e.g. migrations applied, sections absent
 };

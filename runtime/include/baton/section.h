@@ -83,8 +83,10 @@ class Section {
   virtual void snapshot_end() = 0;
 
   // --- successor side ---
-  /// Prepares to restore records written at schema version `from`; `records` is the count.
-  virtual Result<void> restore_begin(uint64_t records) = 0;
+  /// Prepares to restore `records` records. String values may be Borrowed from
+  /// `backing` (the read-only checkpoint mapping): the section must keep `backing` alive
+  /// while any entry may still borrow from it. Null when nothing is borrowed.
+  virtual Result<void> restore_begin(uint64_t records, std::shared_ptr<const void> backing) = 0;
   /// Takes one record, already migrated to this section's schema version. Records come
   /// in checkpoint order, on the thread that called restore_checkpoint.
   virtual Result<void> restore_record(std::string&& key, Entry&& entry) = 0;

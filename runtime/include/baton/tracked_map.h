@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +24,7 @@ enum class End : uint8_t { kLeft = 0, kRight = 1 };
 class TrackedMap final : public Section {
  public:
   TrackedMap(std::string name, uint32_t schema_version);
+  ~TrackedMap() override;
 
   size_t size() const { return live_; }
   bool empty() const { return live_ == 0; }
@@ -78,7 +80,10 @@ class TrackedMap final : public Section {
   void snapshot_begin() override;
   bool snapshot_step(SnapshotSink& sink, size_t budget_bytes) override;
   void snapshot_end() override;
-  Result<void> restore_begin(uint64_t records) override;
+  Result<void> restore_begin(uint64_t records, std::shared_ptr<const void> backing) override;
+  /// Entries whose string value still borrows from a restored checkpoint mapping. The
+  /// mapping is released when this drops to zero.
+  size_t borrowed() const { return borrowed_live_; }
   Result<void> restore_record(std::string&& key, Entry&& entry) override;
   Result<void> restore_end() override;
   Result<void> apply_delta(const DeltaView& delta) override;
@@ -139,6 +144,13 @@ class TrackedMap final : public Section {
       log_->append(id(), op, key, args);
   }
   void after_replay(std::string_view key);
+  // Call before an entry's value is replaced or dropped: keeps borrowed_live_ exact.
+  void forget_borrow(const Entry& e) {
+    if (BATON_UNLIKELY(e.is_borrowed())) release_borrow();
+  }
+  void release_borrow() {
+    if (--borrowed_live_ == 0) backings_.clear();
+  }
 
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
@@ -164,6 +176,11 @@ class TrackedMap final : public Section {
     uint64_t hash;
   };
   std::vector<PendingRecord> restore_batch_;
+  // Checkpoint mappings that restored entries borrow string bytes from.
+  std::vector<std::shared_ptr<const void>> backings_;
+  size_t borrowed_live_ = 0;
+  // Populates the reserved slot array just ahead of restore's inserts, on a helper thread.
+  std::unique_ptr<class Prefaulter> slot_prefaulter_;
 };
 
 }  // namespace baton

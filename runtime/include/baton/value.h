@@ -65,10 +65,19 @@ class Box {
   std::unique_ptr<T> p_;
 };
 
+/// String bytes borrowed from a read-only checkpoint mapping that the owning section
+/// keeps alive. A restore borrows instead of copying; the first write makes them owned.
+struct Borrowed {
+  const char* data = nullptr;
+  size_t size = 0;
+  std::string_view view() const { return {data, size}; }
+  bool operator==(const Borrowed& o) const { return view() == o.view(); }
+};
+
 /// One key's value and its expiry (Unix milliseconds; 0 means it never expires).
 struct Entry {
-  /// Alternatives are in ValueType order.
-  std::variant<std::string, Box<List>, Box<Set>, Box<Hash>, Box<ZSet>> value;
+  /// The first five alternatives are in ValueType order; Borrowed is also a string.
+  std::variant<std::string, Box<List>, Box<Set>, Box<Hash>, Box<ZSet>, Borrowed> value;
   int64_t expires_at_ms = 0;
 
   Entry() = default;
@@ -79,21 +88,41 @@ struct Entry {
   Entry(Entry&&) noexcept = default;
   Entry& operator=(Entry&&) noexcept = default;
 
-  ValueType type() const { return static_cast<ValueType>(value.index()); }
-  /// The value as one type, or nullptr if it holds another.
-  const std::string* string() const { return std::get_if<std::string>(&value); }
+  ValueType type() const {
+    return is_borrowed() ? ValueType::kString : static_cast<ValueType>(value.index());
+  }
+  bool is_string() const { return type() == ValueType::kString; }
+  bool is_borrowed() const { return std::holds_alternative<Borrowed>(value); }
+  /// The string value, owned or borrowed. Requires is_string().
+  std::string_view str() const {
+    if (auto* b = std::get_if<Borrowed>(&value)) return b->view();
+    return std::get<std::string>(value);
+  }
+  /// The string value as owned bytes to modify, copying borrowed bytes first.
+  /// Requires is_string().
+  std::string& own_string() {
+    if (auto* b = std::get_if<Borrowed>(&value)) value = std::string(b->view());
+    return std::get<std::string>(value);
+  }
+  /// The value as one collection type, or nullptr if it holds another.
   const List* list() const { return unbox<List>(); }
   const Set* set() const { return unbox<Set>(); }
   const Hash* hash() const { return unbox<Hash>(); }
   const ZSet* zset() const { return unbox<ZSet>(); }
-  std::string* string() { return std::get_if<std::string>(&value); }
   List* list() { return unbox<List>(); }
   Set* set() { return unbox<Set>(); }
   Hash* hash() { return unbox<Hash>(); }
   ZSet* zset() { return unbox<ZSet>(); }
   /// Bytes of keys and values this entry holds, the unit of snapshot budgets and estimates.
   size_t payload_bytes() const;
-  bool operator==(const Entry& other) const = default;
+  /// Equal type, contents and expiry; owned and borrowed strings compare by bytes.
+  bool operator==(const Entry& other) const {
+    if (expires_at_ms != other.expires_at_ms) return false;
+    if (is_string() || other.is_string()) {
+      return is_string() && other.is_string() && str() == other.str();
+    }
+    return value == other.value;
+  }
 
  private:
   template <typename T>

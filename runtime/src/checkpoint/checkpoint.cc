@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <condition_variable>
@@ -73,6 +74,7 @@ struct CheckpointWriter::Impl {
   std::vector<format::SectionDesc> descs;
   SnapshotSink sink;
   CheckpointStats stats;
+  std::vector<int32_t> slice_us;  // every step()'s duration, for percentiles
   Clock::time_point started;
   size_t pos = format::kDataOffset;
   size_t current = 0;  // index of the section being written
@@ -189,6 +191,7 @@ Result<bool> CheckpointWriter::step() {
   w.stats.slices += 1;
   w.stats.busy_us += us;
   w.stats.max_slice_us = std::max(w.stats.max_slice_us, us);
+  w.slice_us.push_back(static_cast<int32_t>(std::min<int64_t>(us, INT32_MAX)));
   return w.current >= sections.size();
 }
 
@@ -221,6 +224,16 @@ Result<Checkpoint> CheckpointWriter::finish() {
   BATON_TRY(w.segment->shrink(w.pos));
   w.stats.segment_bytes = w.pos;
   w.stats.elapsed_us = micros_since(w.started);
+  if (!w.slice_us.empty()) {
+    auto pct = [&](size_t p) {
+      size_t k = (w.slice_us.size() - 1) * p / 100;
+      std::nth_element(w.slice_us.begin(), w.slice_us.begin() + static_cast<long>(k),
+                       w.slice_us.end());
+      return int64_t{w.slice_us[k]};
+    };
+    w.stats.p50_slice_us = pct(50);
+    w.stats.p99_slice_us = pct(99);
+  }
   w.finished = true;
   return Checkpoint(std::move(w.segment), w.stats);
 }
@@ -333,7 +346,7 @@ class BatchQueue {
 // Decoding side: verifies and decodes every chunk of one section, in order. Touches only
 // the read-only mapping and its own allocations, never a Section.
 Result<void> decode_section(const std::byte* base, const format::SectionDesc& d, size_t index,
-                            BatchQueue& out) {
+                            bool borrow, BatchQueue& out) {
   const std::string name(d.name);
   uint64_t pos = d.offset, end = d.offset + d.bytes, records = 0, chunks = 0;
   uint32_t section_crc = 0;
@@ -361,7 +374,8 @@ Result<void> decode_section(const std::byte* base, const format::SectionDesc& d,
     section_crc = crc32c(section_crc, &ch, sizeof ch);
     DecodedBatch batch;
     batch.section = index;
-    auto n = serialization::decode_chunk(std::span<const std::byte>(msg, bytes), batch.records);
+    auto n =
+        serialization::decode_chunk(std::span<const std::byte>(msg, bytes), borrow, batch.records);
     if (!n.ok()) return std::move(n).error().with_context(where(pos));
     if (n.value() != ch.records) {
       return corrupt(where(pos) + ": holds " + std::to_string(n.value()) +
@@ -392,13 +406,14 @@ Result<void> decode_section(const std::byte* base, const format::SectionDesc& d,
 // and decodes (page faults on the mapping and allocation happen there), while this
 // thread migrates and inserts. A section sees restore_begin, its records in checkpoint
 // order, then restore_end, all on the calling thread.
-Result<uint64_t> restore_sections(const std::byte* base,
+Result<uint64_t> restore_sections(const std::shared_ptr<const ShmSegment>& segment, bool borrow,
                                   const std::vector<format::SectionDesc>& descs,
                                   const std::vector<Section*>& sections) {
+  const std::byte* base = segment->data();
   BatchQueue queue;
   std::thread decoder([&] {
     for (size_t i = 0; i < descs.size(); ++i) {
-      auto r = decode_section(base, descs[i], i, queue);
+      auto r = decode_section(base, descs[i], i, borrow, queue);
       if (!r.ok()) {
         DecodedBatch failed;
         failed.error = std::move(r).error();
@@ -423,7 +438,8 @@ Result<uint64_t> restore_sections(const std::byte* base,
     if (batch->error) return std::move(*batch->error);
     Section& s = *sections[batch->section];
     if (batch->section != current) {
-      BATON_TRY(s.restore_begin(descs[batch->section].records));
+      BATON_TRY(s.restore_begin(descs[batch->section].records,
+                                borrow ? std::shared_ptr<const void>(segment) : nullptr));
       current = batch->section;
     }
     const bool migrating = s.migrating();
@@ -442,7 +458,8 @@ Result<uint64_t> restore_sections(const std::byte* base,
 Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
                                          const RestoreOptions& options) {
   auto t0 = Clock::now();
-  BATON_ASSIGN_OR_RETURN(auto seg, ShmSegment::map_readonly(fd, options.max_segment_bytes));
+  BATON_ASSIGN_OR_RETURN(std::shared_ptr<const ShmSegment> seg,
+                         ShmSegment::map_readonly(fd, options.max_segment_bytes));
   const std::byte* base = seg->data();
   BATON_ASSIGN_OR_RETURN(format::Header h, validate_header(base, seg->size()));
   std::vector<format::SectionDesc> descs(h.section_count);
@@ -488,7 +505,9 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
     out.by_peer_id.push_back(s);
   }
   try {
-    BATON_ASSIGN_OR_RETURN(out.records, restore_sections(base, descs, out.by_peer_id));
+    BATON_ASSIGN_OR_RETURN(out.records,
+                           restore_sections(seg, options.borrow_strings, descs, out.by_peer_id));
+    out.borrowed = options.borrow_strings;
   } catch (const std::bad_alloc&) {
     return Error(ErrorKind::kCapacity, "out of memory restoring the checkpoint (" +
                                            std::to_string(h.total_bytes) + " bytes)");
@@ -505,7 +524,7 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
     for (Section* p : out.by_peer_id) present |= (p == s);
     if (present) continue;
     BATON_TRY(s->set_peer_version(s->schema_version()));
-    BATON_TRY(s->restore_begin(0));
+    BATON_TRY(s->restore_begin(0, nullptr));
     BATON_TRY(s->restore_end());
     out.notes.push_back("section '" + s->name() + "' is not in the checkpoint; it starts empty");
   }

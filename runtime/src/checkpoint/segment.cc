@@ -187,6 +187,7 @@ Result<std::unique_ptr<ShmSegment>> ShmSegment::map_readonly(int fd, size_t max_
   if (size == 0) return seg;
   BATON_ASSIGN_OR_RETURN(seg->region_, map_fd(dup, bip::read_only, size));
   seg->data_ = static_cast<std::byte*>(seg->region_->get_address());
+  seg->fd_.reset();  // the mapping keeps the memory; restored sections may hold it long
   return seg;
 }
 

@@ -56,6 +56,7 @@ struct PayloadBytes {
     return (*this)(*b);
   }
   size_t operator()(const std::string& s) const { return s.size(); }
+  size_t operator()(const Borrowed& b) const { return b.size; }
   size_t operator()(const List& l) const {
     size_t n = 0;
     for (const auto& v : l) n += v.size() + 8;
