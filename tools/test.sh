@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds and runs the whole test suite under the default preset and under ASan+UBSan.
-# Usage: tools/test.sh [preset...]   (default: "default asan")
+# Builds and runs the whole test suite under the default preset, ASan+UBSan and TSan.
+# Usage: tools/test.sh [preset...]   (default: "default asan tsan")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/deps.sh
 baton_install_deps
 presets=("$@")
-((${#presets[@]})) || presets=(default asan)
+((${#presets[@]})) || presets=(default asan tsan)
 jobs=$(nproc)
 for preset in "${presets[@]}"; do
   start=$(date +%s)

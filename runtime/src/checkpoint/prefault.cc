@@ -45,14 +45,15 @@ void Prefaulter::advance(size_t offset) {
 void Prefaulter::run() {
   size_t done = 0;
   for (;;) {
-    size_t target;
+    size_t target, consumer;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || done < std::min(size_, consumer_ + window_); });
       if (stop_) return;
-      target = std::min(size_, consumer_ + window_);
+      consumer = consumer_;
+      target = std::min(size_, consumer + window_);
     }
-    done = std::max(done, consumer_ / kPage * kPage);  // never behind the consumer
+    done = std::max(done, consumer / kPage * kPage);  // never behind the consumer
     while (done < target && !stopping_.load(std::memory_order_relaxed)) {
       size_t n = std::min(kStep, size_ - done);
       if (::madvise(base_ + done, n, advice_) != 0) return;  // e.g. ENOMEM: give up quietly

@@ -1,0 +1,23 @@
+# The benchmark names docs/benchmarks.md and the issues rely on must exist, and the
+# cheap ones must run. Invoked by ctest with -DBENCH=<path to baton_bench>.
+execute_process(COMMAND ${BENCH} --benchmark_list_tests=true
+  OUTPUT_VARIABLE listed RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "baton_bench --benchmark_list_tests failed (${rc})")
+endif()
+foreach(name
+    BM_MemcpyToFreshSegment/67108864 BM_MemcpyToFreshSegment/1073741824
+    BM_Checkpoint/67108864 BM_Checkpoint/1073741824
+    BM_Restore/67108864 BM_Restore/1073741824
+    BM_RecordDelta/idle BM_RecordDelta/active)
+  string(FIND "${listed}" "${name}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "benchmark ${name} is missing from baton_bench")
+  endif()
+endforeach()
+execute_process(COMMAND ${BENCH} --benchmark_filter=BM_RecordDelta --benchmark_min_time=0.01
+  OUTPUT_VARIABLE ran RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT ran MATCHES "BM_RecordDelta/idle" OR NOT ran MATCHES "BM_RecordDelta/active")
+  message(FATAL_ERROR "baton_bench did not run BM_RecordDelta (${rc}):\n${ran}")
+endif()
+message(STATUS "${ran}")
