@@ -12,6 +12,9 @@
 namespace baton::serialization {
 namespace {
 
+// A Record list element: two data words and two pointers.
+constexpr uint64_t kMinRecordBytes = 32;
+
 // Hands Cap'n Proto one pre-zeroed region as its only segment. Asking for a second
 // segment means the chunk does not fit: we refuse rather than scatter it.
 class RegionMessageBuilder final : public capnp::MessageBuilder {
@@ -74,8 +77,20 @@ void fill(wire::Record::Builder r, std::string_view key, const Entry& e) {
       e.value);
 }
 
-Result<Entry> materialize(wire::Record::Reader r, bool borrow) {
+// Smallest encoding of one collection element: a pointer (Data) or a 2-word struct.
+constexpr size_t kMinElementBytes = 8;
+
+Result<Entry> materialize(wire::Record::Reader r, bool borrow, size_t message_bytes) {
   Entry e;
+  auto check_count = [&](size_t n, const char* what) -> Result<void> {
+    if (n == 0) return Error(ErrorKind::kCorrupt, std::string("record holds an empty ") + what);
+    if (n > message_bytes / kMinElementBytes) {
+      return Error(ErrorKind::kCorrupt, std::string("record's ") + what + " claims " +
+                                            std::to_string(n) + " elements, more than " +
+                                            std::to_string(message_bytes) + " bytes can hold");
+    }
+    return ok();
+  };
   e.expires_at_ms = r.getExpiresAtMs();
   auto v = r.getValue();
   switch (v.which()) {
@@ -90,13 +105,16 @@ Result<Entry> materialize(wire::Record::Reader r, bool borrow) {
     }
     case wire::Record::Value::LIST: {
       List l;
-      for (auto m : v.getList()) l.emplace_back(view(m));
+      auto in = v.getList();
+      BATON_TRY(check_count(in.size(), "list"));
+      for (auto m : in) l.emplace_back(view(m));
       e.value = Box<List>(std::move(l));
       break;
     }
     case wire::Record::Value::SET: {
       Set s;
       auto in = v.getSet();
+      BATON_TRY(check_count(in.size(), "set"));
       s.reserve(in.size());
       for (auto m : in) s.emplace(view(m));
       if (s.size() != in.size()) return Error(ErrorKind::kCorrupt, "set holds a member twice");
@@ -106,6 +124,7 @@ Result<Entry> materialize(wire::Record::Reader r, bool borrow) {
     case wire::Record::Value::HASH: {
       Hash h;
       auto in = v.getHash();
+      BATON_TRY(check_count(in.size(), "hash"));
       h.reserve(in.size());
       for (auto fv : in) h.emplace(view(fv.getField()), view(fv.getValue()));
       if (h.size() != in.size()) return Error(ErrorKind::kCorrupt, "hash holds a field twice");
@@ -114,7 +133,9 @@ Result<Entry> materialize(wire::Record::Reader r, bool borrow) {
     }
     case wire::Record::Value::ZSET: {
       ZSet z;
-      for (auto sm : v.getZset()) {
+      auto in = v.getZset();
+      BATON_TRY(check_count(in.size(), "zset"));
+      for (auto sm : in) {
         double score = sm.getScore();
         if (score != score) return Error(ErrorKind::kCorrupt, "zset score is NaN");
         if (!z.add(score, view(sm.getMember()))) {
@@ -140,6 +161,20 @@ Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
   if (capacity_bytes < 16 || records.size() > (1u << 28)) {
     return Error(ErrorKind::kCapacity, "no room for a checkpoint chunk");
   }
+  for (const auto& [key, entry] : records) {
+    size_t n = key.size();
+    if (entry->is_string()) n = std::max(n, entry->str().size());
+    if (auto* l = entry->list()) n = std::max(n, l->size());
+    if (auto* st = entry->set()) n = std::max(n, st->size());
+    if (auto* h = entry->hash()) n = std::max(n, h->size());
+    if (auto* z = entry->zset()) n = std::max(n, z->size());
+    if (n > kMaxBlobBytes) {
+      return Error(ErrorKind::kCapacity,
+                   "key '" + std::string(key.substr(0, 64)) + "' holds " + std::to_string(n) +
+                       " bytes or elements in one value; a checkpoint carries at most " +
+                       std::to_string(kMaxBlobBytes) + " per key, value or collection");
+    }
+  }
   size_t words = std::min<size_t>((capacity_bytes - 8) / 8, size_t{1} << 28);
   auto* first = reinterpret_cast<capnp::word*>(out + 8);
   try {
@@ -160,8 +195,8 @@ Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
   }
 }
 
-Result<uint64_t> decode_chunk(std::span<const std::byte> message, bool borrow,
-                              std::vector<std::pair<std::string, Entry>>& out) {
+Result<void> decode_chunk(std::span<const std::byte> message, uint64_t expected_records,
+                          bool borrow, std::vector<std::pair<std::string, Entry>>& out) {
   if (message.size() % 8 != 0 || message.size() < 16) {
     return Error(ErrorKind::kCorrupt, "chunk message of " + std::to_string(message.size()) +
                                           " bytes is not whole words");
@@ -176,15 +211,27 @@ Result<uint64_t> decode_chunk(std::span<const std::byte> message, bool borrow,
         kj::arrayPtr(reinterpret_cast<const capnp::word*>(message.data()), message.size() / 8),
         limits);
     auto records = reader.getRoot<wire::Chunk>().getRecords();
-    uint64_t n = 0;
+    // Counted before anything is materialized: Cap'n Proto charges a zero-sized struct
+    // almost nothing, so the list length alone must not size an allocation.
+    if (records.size() != expected_records) {
+      return Error(ErrorKind::kCorrupt, "chunk holds " + std::to_string(records.size()) +
+                                            " records, its header says " +
+                                            std::to_string(expected_records));
+    }
+    if (uint64_t{records.size()} * kMinRecordBytes > message.size()) {
+      return Error(ErrorKind::kCorrupt, "chunk claims " + std::to_string(records.size()) +
+                                            " records in only " + std::to_string(message.size()) +
+                                            " bytes");
+    }
     out.reserve(out.size() + records.size());
+    uint64_t n = 0;
     for (auto r : records) {
-      auto entry = materialize(r, borrow);
+      auto entry = materialize(r, borrow, message.size());
       if (!entry.ok()) return std::move(entry).error().with_context("record " + std::to_string(n));
       out.emplace_back(view(r.getKey()), std::move(entry).value());
       ++n;
     }
-    return n;
+    return ok();
   } catch (const kj::Exception& e) {
     return Error(ErrorKind::kCorrupt,
                  std::string("chunk message does not parse: ") + e.getDescription().cStr());

@@ -23,10 +23,15 @@ Result<size_t> encode_chunk(std::span<const RecordRef> records, std::byte* out,
                             size_t capacity_bytes);
 
 /// Decodes a chunk message read in place from `message`, appending each record to `out`.
+/// The message must hold exactly `expected_records` records, checked before anything is
+/// materialized, and every count is bounded by the message's bytes, so a hostile
+/// message cannot make decoding allocate more than a small multiple of its size.
 /// With `borrow`, string values are Borrowed views into `message` (which must outlive
-/// them); otherwise they are copied. Reader limits are sized to the message. Returns
-/// the number of records appended.
-Result<uint64_t> decode_chunk(std::span<const std::byte> message, bool borrow,
-                              std::vector<std::pair<std::string, Entry>>& out);
+/// them); otherwise they are copied. Reader limits are sized to the message.
+Result<void> decode_chunk(std::span<const std::byte> message, uint64_t expected_records,
+                          bool borrow, std::vector<std::pair<std::string, Entry>>& out);
+
+/// The largest key, string value or collection (in elements) a chunk can carry.
+inline constexpr size_t kMaxBlobBytes = (size_t{1} << 29) - 1;
 
 }  // namespace baton::serialization

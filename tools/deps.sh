@@ -4,7 +4,7 @@
 set -euo pipefail
 
 BATON_PACKAGES=(
-  cmake g++ make pkg-config
+  cmake g++ make pkg-config clang-format
   libboost-dev          # Boost.Interprocess (header-only)
   libcapnp-dev capnproto
   liburing-dev

@@ -2,6 +2,7 @@
 // and batches them into checksummed frames. Outside an upgrade, recording is one branch.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -26,12 +27,16 @@ struct DeltaView {
 inline constexpr uint32_t kFrameMagic = 0x544c4442;  // "BDLT" little-endian
 inline constexpr size_t kFrameHeaderSize = 32;
 inline constexpr size_t kMaxDeltaArgs = 255;
+/// A frame's payload length is a u32; the log never lets pending bytes reach it.
+inline constexpr size_t kMaxFramePayload = (size_t{1} << 32) - (size_t{1} << 20);
 
 /// Mutation log of one process. Sections call append() only while capturing().
 class DeltaLog {
  public:
   /// `limit_bytes` bounds the pending (not yet framed) bytes; past it the log overflows.
-  explicit DeltaLog(size_t limit_bytes = size_t{256} << 20) : limit_bytes_(limit_bytes) {}
+  /// It is clamped to kMaxFramePayload, the most one frame can describe.
+  explicit DeltaLog(size_t limit_bytes = size_t{256} << 20)
+      : limit_bytes_(std::min(limit_bytes, kMaxFramePayload)) {}
 
   /// True while an upgrade captures deltas. This is the only cost of an idle log.
   bool capturing() const { return capturing_; }

@@ -2,14 +2,22 @@
 // and enough context for an operator to act on them; no exception crosses the API.
 #pragma once
 
-#include <cassert>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <variant>
 
+#define BATON_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BATON_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
 namespace baton {
+
+namespace detail {
+/// Aborts with `what`: reading the value of a failed Result (or the error of a good
+/// one) is a programming error, never a recoverable one.
+[[noreturn]] void result_misuse(const char* what);
+}  // namespace detail
 
 /// What went wrong, coarsely; the message says exactly what.
 enum class ErrorKind {
@@ -60,15 +68,15 @@ class [[nodiscard]] Result {
   explicit operator bool() const { return ok(); }
 
   T& value() & {
-    assert(ok());
+    check_value();
     return std::get<0>(v_);
   }
   const T& value() const& {
-    assert(ok());
+    check_value();
     return std::get<0>(v_);
   }
   T&& value() && {
-    assert(ok());
+    check_value();
     return std::get<0>(std::move(v_));
   }
   T* operator->() { return &value(); }
@@ -78,15 +86,20 @@ class [[nodiscard]] Result {
   T&& operator*() && { return std::move(*this).value(); }
 
   const Error& error() const& {
-    assert(!ok());
+    if (ok()) detail::result_misuse("Result::error() called on a success");
     return std::get<1>(v_);
   }
   Error&& error() && {
-    assert(!ok());
+    if (ok()) detail::result_misuse("Result::error() called on a success");
     return std::get<1>(std::move(v_));
   }
 
  private:
+  void check_value() const {
+    if (BATON_UNLIKELY(!ok())) {
+      detail::result_misuse(("Result::value() called on an error: " + error().to_string()).c_str());
+    }
+  }
   std::variant<T, Error> v_;
 };
 
@@ -99,11 +112,11 @@ class [[nodiscard]] Result<void> {
   bool ok() const { return !e_.has_value(); }
   explicit operator bool() const { return ok(); }
   const Error& error() const& {
-    assert(!ok());
+    if (ok()) detail::result_misuse("Result<void>::error() called on a success");
     return *e_;
   }
   Error&& error() && {
-    assert(!ok());
+    if (ok()) detail::result_misuse("Result<void>::error() called on a success");
     return std::move(*e_);
   }
 
@@ -136,6 +149,3 @@ inline Result<void> ok() { return {}; }
 /// `BATON_ASSIGN_OR_RETURN(auto x, f());` declares x from f()'s value or returns its error.
 #define BATON_ASSIGN_OR_RETURN(lhs, expr) \
   BATON_ASSIGN_OR_RETURN_IMPL(BATON_CONCAT(baton_result_, __LINE__), lhs, expr)
-
-#define BATON_LIKELY(x) __builtin_expect(!!(x), 1)
-#define BATON_UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -127,6 +127,9 @@ class Section {
 class Registry {
  public:
   explicit Registry(size_t delta_limit_bytes = size_t{256} << 20) : log_(delta_limit_bytes) {}
+  // Sections point at this registry's log: it must not move.
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
 
   /// Registers `section` (not owned; it must outlive the registry). Names are unique,
   /// at most 47 bytes, and at most kMaxSections sections.

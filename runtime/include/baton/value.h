@@ -50,16 +50,16 @@ class Box {
  public:
   Box() : p_(std::make_unique<T>()) {}
   explicit Box(T v) : p_(std::make_unique<T>(std::move(v))) {}
-  Box(const Box& o) : p_(std::make_unique<T>(*o.p_)) {}
+  Box(const Box& o) : p_(o.p_ ? std::make_unique<T>(*o.p_) : nullptr) {}
   Box& operator=(const Box& o) {
-    p_ = std::make_unique<T>(*o.p_);
+    p_ = o.p_ ? std::make_unique<T>(*o.p_) : nullptr;
     return *this;
   }
   Box(Box&&) noexcept = default;
   Box& operator=(Box&&) noexcept = default;
   T& operator*() const { return *p_; }
   T* operator->() const { return p_.get(); }
-  bool operator==(const Box& o) const { return *p_ == *o.p_; }
+  bool operator==(const Box& o) const { return p_ && o.p_ ? *p_ == *o.p_ : p_ == o.p_; }
 
  private:
   std::unique_ptr<T> p_;
@@ -81,8 +81,15 @@ struct Entry {
   int64_t expires_at_ms = 0;
 
   Entry() = default;
-  Entry(const Entry&) = default;
-  Entry& operator=(const Entry&) = default;
+  /// A copy owns its bytes: a Borrowed view is only valid while the section that
+  /// restored it holds the mapping, which a copy cannot know.
+  Entry(const Entry& o) : value(o.value), expires_at_ms(o.expires_at_ms) {
+    if (auto* b = std::get_if<Borrowed>(&value)) value = std::string(b->view());
+  }
+  Entry& operator=(const Entry& o) {
+    if (this != &o) *this = Entry(o);
+    return *this;
+  }
   // noexcept on purpose: std::deque's move may allocate, which would make vectors of
   // entries copy on growth. An allocation failure there terminates, as OOM does anyway.
   Entry(Entry&&) noexcept = default;

@@ -1,9 +1,16 @@
 // Error formatting.
 #include "baton/result.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace baton {
+
+void detail::result_misuse(const char* what) {
+  std::fprintf(stderr, "baton: %s\n", what);
+  std::abort();
+}
 
 std::string_view to_string(ErrorKind kind) {
   switch (kind) {

@@ -140,6 +140,7 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
 Result<bool> CheckpointWriter::step() {
   Impl& w = *impl_;
   if (w.failed) return Error(ErrorKind::kState, "checkpoint already failed; start a new one");
+  if (w.finished) return Error(ErrorKind::kState, "checkpoint already finished");
   const auto& sections = w.registry->sections();
   if (w.current >= sections.size()) return true;
   auto t0 = Clock::now();
@@ -198,6 +199,7 @@ Result<bool> CheckpointWriter::step() {
 Result<Checkpoint> CheckpointWriter::finish() {
   Impl& w = *impl_;
   if (w.failed) return Error(ErrorKind::kState, "checkpoint already failed; start a new one");
+  if (w.finished) return Error(ErrorKind::kState, "checkpoint already finished");
   if (w.current < w.registry->sections().size()) {
     return Error(ErrorKind::kState, "checkpoint not complete: call step() until it returns true");
   }
@@ -374,14 +376,10 @@ Result<void> decode_section(const std::byte* base, const format::SectionDesc& d,
     section_crc = crc32c(section_crc, &ch, sizeof ch);
     DecodedBatch batch;
     batch.section = index;
-    auto n =
-        serialization::decode_chunk(std::span<const std::byte>(msg, bytes), borrow, batch.records);
-    if (!n.ok()) return std::move(n).error().with_context(where(pos));
-    if (n.value() != ch.records) {
-      return corrupt(where(pos) + ": holds " + std::to_string(n.value()) +
-                     " records, header says " + std::to_string(ch.records));
-    }
-    records += n.value();
+    auto decoded = serialization::decode_chunk(std::span<const std::byte>(msg, bytes), ch.records,
+                                               borrow, batch.records);
+    if (!decoded.ok()) return std::move(decoded).error().with_context(where(pos));
+    records += ch.records;
     ++chunks;
     pos += sizeof ch + bytes;
     if (!out.push(std::move(batch))) return Error(ErrorKind::kAborted, "restore cancelled");
@@ -412,14 +410,23 @@ Result<uint64_t> restore_sections(const std::shared_ptr<const ShmSegment>& segme
   const std::byte* base = segment->data();
   BatchQueue queue;
   std::thread decoder([&] {
-    for (size_t i = 0; i < descs.size(); ++i) {
-      auto r = decode_section(base, descs[i], i, borrow, queue);
-      if (!r.ok()) {
-        DecodedBatch failed;
-        failed.error = std::move(r).error();
-        queue.push(std::move(failed));
-        break;
+    auto fail = [&](Error e) {
+      DecodedBatch failed;
+      failed.error = std::move(e);
+      queue.push(std::move(failed));
+    };
+    try {
+      for (size_t i = 0; i < descs.size(); ++i) {
+        auto r = decode_section(base, descs[i], i, borrow, queue);
+        if (!r.ok()) {
+          fail(std::move(r).error());
+          break;
+        }
       }
+    } catch (const std::bad_alloc&) {
+      fail(Error(ErrorKind::kCapacity, "out of memory decoding the checkpoint"));
+    } catch (const std::exception& e) {
+      fail(Error(ErrorKind::kCorrupt, std::string("decoding the checkpoint: ") + e.what()));
     }
     queue.close();
   });
@@ -501,8 +508,10 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
                                             "' that this build does not register; restoring "
                                             "would drop it");
     }
-    BATON_TRY(s->set_peer_version(d.schema_version));
     out.by_peer_id.push_back(s);
+  }
+  for (size_t i = 0; i < descs.size(); ++i) {
+    BATON_TRY(out.by_peer_id[i]->set_peer_version(descs[i].schema_version));
   }
   try {
     BATON_ASSIGN_OR_RETURN(out.records,

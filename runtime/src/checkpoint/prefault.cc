@@ -12,11 +12,15 @@ constexpr size_t kPage = 4096;
 }  // namespace
 
 Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window)
-    : base_(base),
-      size_(size),
-      advice_(mode == Mode::kWrite ? MADV_POPULATE_WRITE : MADV_POPULATE_READ),
-      window_(window) {
-  if (size_ < kPage) return;
+    : advice_(mode == Mode::kWrite ? MADV_POPULATE_WRITE : MADV_POPULATE_READ), window_(window) {
+  // madvise needs page-aligned ranges; heap arrays are not. Populate the whole pages
+  // inside [base, base + size).
+  auto lo = reinterpret_cast<uintptr_t>(base);
+  auto aligned = (lo + kPage - 1) / kPage * kPage;
+  if (size < kPage || aligned - lo >= size - kPage) return;
+  base_ = reinterpret_cast<std::byte*>(aligned);
+  size_ = (size - (aligned - lo)) / kPage * kPage;
+  offset_ = aligned - lo;
   if (::madvise(base_, kPage, advice_) != 0) return;  // EINVAL: kernel without it
   thread_ = std::thread([this] { run(); });
 }
@@ -37,7 +41,7 @@ void Prefaulter::stop() {
 void Prefaulter::advance(size_t offset) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    consumer_ = offset;
+    consumer_ = offset > offset_ ? offset - offset_ : 0;
   }
   cv_.notify_one();
 }

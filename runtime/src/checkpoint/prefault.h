@@ -15,13 +15,15 @@ namespace baton {
 class Prefaulter {
  public:
   enum class Mode { kRead, kWrite };
-  /// Starts the helper unless the kernel lacks MADV_POPULATE_READ/WRITE (before 5.14).
+  /// Starts the helper over the whole pages inside [base, base + size), unless the range
+  /// holds none or the kernel lacks MADV_POPULATE_READ/WRITE (before 5.14).
   Prefaulter(std::byte* base, size_t size, Mode mode, size_t window);
   ~Prefaulter();
   Prefaulter(const Prefaulter&) = delete;
   Prefaulter& operator=(const Prefaulter&) = delete;
 
-  /// The consumer has reached `offset`; the helper keeps `window` bytes beyond it ready.
+  /// The consumer has reached `offset` (from the caller's base); the helper keeps
+  /// `window` bytes beyond it ready.
   void advance(size_t offset);
   /// Whether a helper thread runs.
   bool active() const { return thread_.joinable(); }
@@ -31,8 +33,9 @@ class Prefaulter {
  private:
   void run();
 
-  std::byte* base_;
-  size_t size_;
+  std::byte* base_ = nullptr;  // first whole page of the range
+  size_t size_ = 0;            // whole pages only
+  size_t offset_ = 0;          // from the caller's base to base_
   int advice_;
   size_t window_;
   std::mutex mu_;

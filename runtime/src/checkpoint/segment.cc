@@ -43,32 +43,46 @@ std::string read_file(const char* path) {
   return ss.str();
 }
 
-// Shmem THP is on if sysfs selects always/within_size/advise/force, or /dev/shm is
-// mounted with huge=always/within_size/advise.
-bool shmem_thp_available() {
-  std::string s = read_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
-  for (const char* mode : {"[always]", "[within_size]", "[advise]", "[force]"})
-    if (s.find(mode) != std::string::npos) return true;
+// Where transparent huge pages can back a checkpoint. A /dev/shm mount follows its own
+// huge= option; sysfs shmem_enabled governs the kernel's internal shm mount, which is
+// what memfd_create uses ("force" applies to both).
+enum class ThpSource { kNone, kDevShm, kMemfd };
+
+ThpSource shmem_thp_source() {
   std::istringstream mounts(read_file("/proc/mounts"));
   std::string line;
   while (std::getline(mounts, line)) {
     if (line.find(" /dev/shm ") == std::string::npos) continue;
     for (const char* opt : {"huge=always", "huge=within_size", "huge=advise"})
-      if (line.find(opt) != std::string::npos) return true;
+      if (line.find(opt) != std::string::npos) return ThpSource::kDevShm;
   }
-  return false;
+  std::string s = read_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  for (const char* mode : {"[always]", "[within_size]", "[advise]", "[force]"})
+    if (s.find(mode) != std::string::npos) return ThpSource::kMemfd;
+  return ThpSource::kNone;
 }
 
-size_t hugetlb_free_bytes() {
+struct HugetlbPool {
+  size_t page_bytes = size_t{2} << 20;
+  size_t free_bytes = 0;  // free and not reserved by someone else's mapping
+};
+
+HugetlbPool hugetlb_pool() {
   std::istringstream in(read_file("/proc/meminfo"));
   std::string line;
-  size_t free_pages = 0, page_kb = 0;
+  size_t free_pages = 0, reserved = 0, page_kb = 0;
   while (std::getline(in, line)) {
     if (line.rfind("HugePages_Free:", 0) == 0) free_pages = std::stoul(line.substr(15));
+    if (line.rfind("HugePages_Rsvd:", 0) == 0) reserved = std::stoul(line.substr(15));
     if (line.rfind("Hugepagesize:", 0) == 0) page_kb = std::stoul(line.substr(13));
   }
-  return free_pages * page_kb * 1024;
+  HugetlbPool pool;
+  if (page_kb != 0) pool.page_bytes = page_kb * 1024;
+  pool.free_bytes = free_pages > reserved ? (free_pages - reserved) * pool.page_bytes : 0;
+  return pool;
 }
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 std::string unique_name(std::string_view prefix) {
   static std::atomic<uint64_t> seq{0};
@@ -129,30 +143,44 @@ Result<std::unique_ptr<ShmSegment>> ShmSegment::create(size_t capacity, PagePoli
   sweep_stale_segments(name_prefix);
   std::unique_ptr<ShmSegment> seg(new ShmSegment());
   PageKind kind = PageKind::kSmall;
-  size_t huge_capacity = (capacity + kHugePage - 1) / kHugePage * kHugePage;
+  ThpSource thp = ThpSource::kNone;
+  HugetlbPool pool;
   if (policy != PagePolicy::kSmall) {
-    if (hugetlb_free_bytes() >= huge_capacity) {
+    pool = hugetlb_pool();
+    thp = shmem_thp_source();
+    if (pool.free_bytes >= round_up(capacity, pool.page_bytes)) {
       kind = PageKind::kHugetlb;
-    } else if (shmem_thp_available()) {
+    } else if (thp != ThpSource::kNone) {
       kind = PageKind::kTransparentHuge;
     } else if (policy == PagePolicy::kHuge) {
       return Error(ErrorKind::kInvalidArgument,
                    "huge pages requested, but the hugetlb pool has " +
-                       std::to_string(hugetlb_free_bytes()) + " free bytes (need " +
-                       std::to_string(huge_capacity) +
-                       ") and shmem THP is off; set vm.nr_hugepages or "
-                       "/sys/kernel/mm/transparent_hugepage/shmem_enabled, or use kAuto");
+                       std::to_string(pool.free_bytes) + " free bytes (need " +
+                       std::to_string(round_up(capacity, pool.page_bytes)) +
+                       "), /dev/shm has no huge= mount option and shmem THP is off; set "
+                       "vm.nr_hugepages or /sys/kernel/mm/transparent_hugepage/shmem_enabled, "
+                       "or use kAuto");
     }
   }
+  // Every path leaves no name behind: memfds never have one, and the /dev/shm object's
+  // name is removed before create_unlinked_shm returns.
+  std::string name = unique_name(name_prefix);
   if (kind == PageKind::kHugetlb) {
-    std::string name = unique_name(name_prefix);
     auto fd = BATON_SYSCALL(::memfd_create(name.c_str(), MFD_HUGETLB | MFD_CLOEXEC), name);
     if (!fd.ok()) return std::move(fd).error();
     seg->fd_.reset(fd.value());
-    capacity = huge_capacity;
+    BATON_TRY(BATON_SYSCALL(::fchmod(seg->fd_.get(), 0600), name));  // memfds start 0777
+    capacity = round_up(capacity, pool.page_bytes);
+    seg->huge_page_bytes_ = pool.page_bytes;
+  } else if (kind == PageKind::kTransparentHuge && thp == ThpSource::kMemfd) {
+    auto fd = BATON_SYSCALL(::memfd_create(name.c_str(), MFD_CLOEXEC), name);
+    if (!fd.ok()) return std::move(fd).error();
+    seg->fd_.reset(fd.value());
+    BATON_TRY(BATON_SYSCALL(::fchmod(seg->fd_.get(), 0600), name));  // memfds start 0777
+    capacity = round_up(capacity, kHugePage);
   } else {
     BATON_ASSIGN_OR_RETURN(seg->fd_, create_unlinked_shm(name_prefix));
-    if (kind == PageKind::kTransparentHuge) capacity = huge_capacity;
+    if (kind == PageKind::kTransparentHuge) capacity = round_up(capacity, kHugePage);
   }
   BATON_TRY(BATON_SYSCALL(::ftruncate(seg->fd_.get(), static_cast<off_t>(capacity)),
                           "checkpoint segment of ", capacity, " bytes"));
@@ -160,7 +188,7 @@ Result<std::unique_ptr<ShmSegment>> ShmSegment::create(size_t capacity, PagePoli
   seg->data_ = static_cast<std::byte*>(seg->region_->get_address());
   seg->size_ = capacity;
   if (kind == PageKind::kTransparentHuge) {
-    // Harmless where shmem_enabled is already "always"; required where it is "advise".
+    // Needed where the mode is "advise"; harmless where it is "always".
     (void)::madvise(seg->data_, capacity, MADV_HUGEPAGE);
   }
   seg->kind_ = kind;
@@ -192,7 +220,7 @@ Result<std::unique_ptr<ShmSegment>> ShmSegment::map_readonly(int fd, size_t max_
 }
 
 Result<void> ShmSegment::shrink(size_t bytes) {
-  if (kind_ == PageKind::kHugetlb) return ok();  // hugetlbfs sizes are whole huge pages
+  if (kind_ == PageKind::kHugetlb) bytes = round_up(bytes, huge_page_bytes_);  // whole pages
   BATON_TRY(BATON_SYSCALL(::ftruncate(fd_.get(), static_cast<off_t>(bytes)),
                           "shrinking checkpoint segment to ", bytes, " bytes"));
   return ok();

@@ -40,6 +40,7 @@ class ShmSegment {
   std::byte* data_ = nullptr;
   size_t size_ = 0;
   PageKind kind_ = PageKind::kSmall;
+  size_t huge_page_bytes_ = 0;  // hugetlb only
 };
 
 /// Removes /dev/shm names left by Baton processes that no longer exist (a SIGKILL in the

@@ -189,17 +189,24 @@ Result<T*> TrackedMap::typed(std::string_view key, bool create, uint32_t* slot_o
 // ---------------------------------------------------------------- mutations
 
 void TrackedMap::set(std::string_view key, std::string_view value, int64_t expires_at_ms) {
+  // A value that lives inside the slot array (a small string of another entry) would
+  // move if inserting `key` grows the array: copy it first.
+  std::string alias;
+  const auto* lo = reinterpret_cast<const char*>(slots_.data());
+  if (value.data() >= lo && value.data() < lo + slots_.capacity() * sizeof(Slot)) {
+    alias.assign(value);
+    value = alias;
+  }
   auto [s, inserted] = find_or_insert(key);
   Entry& e = slots_[s].entry;
-  if (!inserted) {
-    bytes_ -= e.payload_bytes();
-    forget_borrow(e);
-  }
+  const bool was_borrowed = !inserted && e.is_borrowed();
+  if (!inserted) bytes_ -= e.payload_bytes();
   if (auto* str = std::get_if<std::string>(&e.value)) {
     str->assign(value);
   } else {
-    e.value = std::string(value);
+    e.value = std::string(value);  // built before a borrow is released: `value` may be it
   }
+  if (was_borrowed) release_borrow();
   e.expires_at_ms = expires_at_ms;
   bytes_ += value.size();
   log(s, kOpSet, key, {value, Le64(expires_at_ms).view()});
@@ -215,6 +222,7 @@ bool TrackedMap::erase(std::string_view key) {
 
 void TrackedMap::clear() {
   if (BATON_UNLIKELY(log_ != nullptr && log_->capturing())) log_->append(id(), kOpClear, {}, {});
+  slot_prefaulter_.reset();  // before the array it populates goes away
   slots_.clear();
   free_slots_.clear();
   backings_.clear();
@@ -242,9 +250,14 @@ Result<int64_t> TrackedMap::incr_by(std::string_view key, int64_t by) {
     return Error(ErrorKind::kInvalidArgument, "increment or decrement would overflow");
   }
   if (s == kNoSlot) s = find_or_insert(key).first;
-  forget_borrow(slots_[s].entry);
-  auto& str = slots_[s].entry.own_string();
-  bytes_ -= str.size();
+  Entry& e = slots_[s].entry;
+  bytes_ -= e.payload_bytes();
+  if (e.is_borrowed()) {
+    // `current` is already parsed; drop the borrowed bytes without reading them again.
+    e.value = std::string();
+    release_borrow();
+  }
+  auto& str = std::get<std::string>(e.value);
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, next);
   str.assign(buf, end);
@@ -281,7 +294,7 @@ Result<size_t> TrackedMap::push(std::string_view key, End end,
 Result<std::optional<std::string>> TrackedMap::pop(std::string_view key, End end) {
   uint32_t s;
   BATON_ASSIGN_OR_RETURN(List * list, typed<List>(key, false, &s));
-  if (list == nullptr) return std::optional<std::string>();
+  if (list == nullptr || list->empty()) return std::optional<std::string>();
   const char end_byte = static_cast<char>(end);
   log(s, kOpPop, key, {std::string_view(&end_byte, 1)});
   std::string v;
@@ -336,7 +349,7 @@ Result<size_t> TrackedMap::srem(std::string_view key, std::span<const std::strin
 Result<std::optional<std::string>> TrackedMap::spop(std::string_view key, uint64_t random) {
   uint32_t s;
   BATON_ASSIGN_OR_RETURN(Set * set, typed<Set>(key, false, &s));
-  if (set == nullptr) return std::optional<std::string>();
+  if (set == nullptr || set->empty()) return std::optional<std::string>();
   // TODO(perf): O(n) pick; a set with random access would make this O(1).
   auto it = std::next(set->begin(), static_cast<long>(random % set->size()));
   std::string member = *it;
@@ -406,7 +419,7 @@ Result<std::optional<std::pair<std::string, double>>> TrackedMap::zpopmin(std::s
   using Out = std::optional<std::pair<std::string, double>>;
   uint32_t s;
   BATON_ASSIGN_OR_RETURN(ZSet * z, typed<ZSet>(key, false, &s));
-  if (z == nullptr) return Out();
+  if (z == nullptr || z->empty()) return Out();
   log(s, kOpZPopMin, key, {});
   auto popped = z->pop_min();
   bytes_ -= popped.first.size() + 16;
@@ -529,6 +542,9 @@ Result<void> TrackedMap::restore_record(std::string&& key, Entry&& entry) {
 }
 
 Result<void> TrackedMap::flush_restore_batch() {
+  if (slot_prefaulter_ && slots_.size() + restore_batch_.size() > slots_.capacity()) {
+    slot_prefaulter_.reset();  // the array is about to move; the helper must not chase it
+  }
   for (PendingRecord& r : restore_batch_) {
     if (lookup(r.key, r.hash) != kNoSlot) {
       std::string key = std::move(r.key);
@@ -548,6 +564,7 @@ Result<void> TrackedMap::flush_restore_batch() {
 Result<void> TrackedMap::restore_end() {
   auto r = flush_restore_batch();
   slot_prefaulter_.reset();
+  if (borrowed_live_ == 0) backings_.clear();  // nothing borrows: let the mapping go now
   return r;
 }
 

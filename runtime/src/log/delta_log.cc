@@ -130,9 +130,11 @@ Result<size_t> frame_size(std::string_view bytes, size_t max_frame_bytes) {
   if (bytes.size() < 12) return size_t{0};
   auto magic = get_le<uint32_t>(bytes.data());
   if (magic != kFrameMagic) {
-    return Error(ErrorKind::kCorrupt, "delta frame has magic 0x" + std::to_string(magic) +
-                                          ", expected 0x" + std::to_string(kFrameMagic) +
-                                          " (stream out of sync or not a Baton peer)");
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "delta frame has magic 0x%08x, expected 0x%08x", magic,
+                  kFrameMagic);
+    return Error(ErrorKind::kCorrupt,
+                 std::string(buf) + " (stream out of sync or not a Baton peer)");
   }
   auto payload = get_le<uint32_t>(bytes.data() + 8);
   if (kFrameHeaderSize + size_t{payload} > max_frame_bytes) {
@@ -157,6 +159,11 @@ Result<FrameView> decode_frame(std::string_view bytes) {
     return Error(ErrorKind::kVersion, "delta frame version " + std::to_string(v) +
                                           " is not the supported version " +
                                           std::to_string(kFrameVersion));
+  }
+  if (get_le<uint16_t>(h + 6) != 0 || get_le<uint32_t>(h + 28) != 0) {
+    return Error(ErrorKind::kCorrupt,
+                 "delta frame sets flags or reserved bytes this version "
+                 "does not define");
   }
   FrameView f;
   auto payload_len = get_le<uint32_t>(h + 8);

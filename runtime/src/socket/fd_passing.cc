@@ -44,7 +44,11 @@ Result<void> send_fds(int sock, std::string_view bytes, std::span<const int> fds
 }
 
 Result<ReceivedMessage> recv_fds(int sock, size_t max_bytes) {
+  if (max_bytes == 0) {
+    return Error(ErrorKind::kInvalidArgument, "recv_fds needs room for at least one byte");
+  }
   ReceivedMessage out;
+  out.fds.reserve(kMaxFdsPerMessage);  // no allocation between recvmsg and owning the fds
   out.bytes.resize(max_bytes);
   iovec iov{out.bytes.data(), out.bytes.size()};
   msghdr msg{};
@@ -64,6 +68,10 @@ Result<ReceivedMessage> recv_fds(int sock, size_t max_bytes) {
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
       out.fds.emplace_back(fd);
     }
+  }
+  if (msg.msg_flags & MSG_TRUNC) {
+    return Error(ErrorKind::kCorrupt, "received message exceeds " + std::to_string(max_bytes) +
+                                          " bytes and was truncated");
   }
   if (msg.msg_flags & MSG_CTRUNC) {
     return Error(ErrorKind::kCorrupt,
