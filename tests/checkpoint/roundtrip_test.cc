@@ -186,12 +186,6 @@ TEST(Checkpoint, UnknownSectionInCheckpointIsRefusedAndMissingOneStartsEmpty) {
   EXPECT_NE(r2->notes[0].find("'c' is not in the checkpoint"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace baton
-
-namespace baton {
-namespace {
-
 // Lines of /proc/self/maps that map a Baton checkpoint segment.
 int mapped_checkpoint_segments() {
   std::ifstream maps("/proc/self/maps");
@@ -207,30 +201,29 @@ int mapped_checkpoint_segments() {
 }
 
 TEST(Checkpoint, RestoredStringsBorrowTheMappingUntilRewritten) {
-  Registry reg2;
-  TrackedMap m2("kv", 1);
-  ASSERT_TRUE(reg2.add(m2).ok());
+  testing::KvNode successor;
+  TrackedMap& m2 = successor.map;
   const int before = mapped_checkpoint_segments();
   {
-    Registry reg;
-    TrackedMap m("kv", 1);
-    ASSERT_TRUE(reg.add(m).ok());
-    for (int i = 0; i < 100; ++i) m.set("k" + std::to_string(i), "value" + std::to_string(i));
+    testing::KvNode incumbent;
+    for (int i = 0; i < 100; ++i) {
+      incumbent.map.set("k" + std::to_string(i), "value" + std::to_string(i));
+    }
     std::string_view l[] = {"a"};
-    (void)m.push("list", End::kLeft, l);
-    auto cp = testing::checkpoint_now(reg);
-    reg.log().end_capture();
-    auto r = restore_checkpoint(cp.fd(), reg2);
+    (void)incumbent.map.push("list", End::kLeft, l);
+    auto cp = testing::checkpoint_now(incumbent.reg);
+    incumbent.reg.log().end_capture();
+    auto r = restore_checkpoint(cp.fd(), successor.reg);
     ASSERT_TRUE(r.ok()) << r.error().to_string();
     EXPECT_TRUE(r->borrowed);
-    EXPECT_TRUE(m2.same_contents(m));
+    EXPECT_TRUE(m2.same_contents(incumbent.map));
   }  // the incumbent's map, checkpoint and fd are gone; the successor's mapping is not
   EXPECT_EQ(m2.borrowed(), 100u);
   EXPECT_EQ(mapped_checkpoint_segments(), before + 1);
   EXPECT_EQ(m2.find("k7")->str(), "value7");
   EXPECT_TRUE(m2.find("k7")->is_borrowed());
   m2.set("k7", "new");
-  EXPECT_EQ(m2.incr_by("k8", 1).ok(), false);  // "value8" is no integer; stays borrowed
+  EXPECT_FALSE(m2.incr_by("k8", 1).ok());  // "value8" is no integer; stays borrowed
   m2.set("k9", "41");
   EXPECT_EQ(m2.incr_by("k9", 1).value(), 42);
   EXPECT_EQ(m2.borrowed(), 98u);
@@ -246,48 +239,37 @@ TEST(Checkpoint, RestoredStringsBorrowTheMappingUntilRewritten) {
   EXPECT_EQ(m2.estimate_bytes(), m2.recount_bytes());
 }
 
+// Restores `incumbent`'s current state into `successor` and returns the result.
+Result<RestoreResult> copy_over(testing::KvNode& incumbent, testing::KvNode& successor,
+                                const RestoreOptions& options = {}) {
+  auto cp = testing::checkpoint_now(incumbent.reg);
+  incumbent.reg.log().end_capture();
+  return restore_checkpoint(cp.fd(), successor.reg, options);
+}
+
 TEST(Checkpoint, RestoreCanOwnEveryByteInstead) {
-  Registry reg;
-  TrackedMap m("kv", 1);
-  ASSERT_TRUE(reg.add(m).ok());
-  m.set("a", "1");
-  auto cp = testing::checkpoint_now(reg);
-  reg.log().end_capture();
-  Registry reg2;
-  TrackedMap m2("kv", 1);
-  ASSERT_TRUE(reg2.add(m2).ok());
+  testing::KvNode incumbent, successor;
+  incumbent.map.set("a", "1");
   RestoreOptions opt;
   opt.borrow_strings = false;
   const int before = mapped_checkpoint_segments();
-  auto r = restore_checkpoint(cp.fd(), reg2, opt);
+  auto r = copy_over(incumbent, successor, opt);
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->borrowed);
-  EXPECT_EQ(m2.borrowed(), 0u);
-  EXPECT_FALSE(m2.find("a")->is_borrowed());
+  EXPECT_EQ(successor.map.borrowed(), 0u);
+  EXPECT_FALSE(successor.map.find("a")->is_borrowed());
   EXPECT_EQ(mapped_checkpoint_segments(), before);
 }
 
-}  // namespace
-}  // namespace baton
-
-namespace baton {
-namespace {
-
 // Regression: incrementing (or re-setting from itself) the last value that still
-// borrows from the mapping must not read the mapping after releasing it.
+// borrows from the mapping must not read the mapping after releasing it. copy_over
+// drops the incumbent's checkpoint, so only the successor holds the memory.
 TEST(Checkpoint, LastBorrowedValueCanBeIncrementedAndSelfAssigned) {
-  Registry reg;
-  TrackedMap m("kv", 1);
-  ASSERT_TRUE(reg.add(m).ok());
-  m.set("hits", "41");
-  m.set("name", "a-value-longer-than-any-small-string-buffer");
-  auto cp = testing::checkpoint_now(reg);
-  reg.log().end_capture();
-  Registry reg2;
-  TrackedMap m2("kv", 1);
-  ASSERT_TRUE(reg2.add(m2).ok());
-  ASSERT_TRUE(restore_checkpoint(cp.fd(), reg2).ok());
-  { Checkpoint gone = std::move(cp); }     // the incumbent lets go: only m2 holds the memory
+  testing::KvNode incumbent, successor;
+  TrackedMap& m2 = successor.map;
+  incumbent.map.set("hits", "41");
+  incumbent.map.set("name", "a-value-longer-than-any-small-string-buffer");
+  ASSERT_TRUE(copy_over(incumbent, successor).ok());
   m2.set("name", m2.find("name")->str());  // reads the borrowed bytes while replacing them
   EXPECT_EQ(m2.find("name")->str(), "a-value-longer-than-any-small-string-buffer");
   ASSERT_EQ(m2.borrowed(), 1u);
@@ -297,21 +279,14 @@ TEST(Checkpoint, LastBorrowedValueCanBeIncrementedAndSelfAssigned) {
 }
 
 TEST(Checkpoint, SectionWithoutBorrowedStringsReleasesTheMapping) {
-  Registry reg;
-  TrackedMap m("kv", 1);
-  ASSERT_TRUE(reg.add(m).ok());
+  testing::KvNode incumbent, successor;
   std::string_view v[] = {"x", "y"};
-  (void)m.sadd("only-a-set", v);
-  auto cp = testing::checkpoint_now(reg);
-  reg.log().end_capture();
-  Registry reg2;
-  TrackedMap m2("kv", 1);
-  ASSERT_TRUE(reg2.add(m2).ok());
+  (void)incumbent.map.sadd("only-a-set", v);
   const int before = mapped_checkpoint_segments();
-  ASSERT_TRUE(restore_checkpoint(cp.fd(), reg2).ok());
-  EXPECT_EQ(m2.borrowed(), 0u);
+  ASSERT_TRUE(copy_over(incumbent, successor).ok());
+  EXPECT_EQ(successor.map.borrowed(), 0u);
   EXPECT_EQ(mapped_checkpoint_segments(), before);
-  EXPECT_TRUE(m2.same_contents(m));
+  EXPECT_TRUE(successor.map.same_contents(incumbent.map));
 }
 
 }  // namespace

@@ -13,6 +13,15 @@
 
 namespace baton::testing {
 
+/// One registry holding one TrackedMap named "kv": the setup most tests need.
+struct KvNode {
+  explicit KvNode(uint32_t schema_version = 1) : map("kv", schema_version) {
+    EXPECT_TRUE(reg.add(map).ok());
+  }
+  Registry reg;
+  TrackedMap map;
+};
+
 /// Runs a checkpoint to completion with no interleaved work.
 inline Checkpoint checkpoint_now(Registry& reg, size_t slice_bytes = 1 << 20) {
   CheckpointOptions opt;

@@ -20,7 +20,9 @@ enum class End : uint8_t { kLeft = 0, kRight = 1 };
 
 /// A tracked hash map section. Mutations made while the log captures are logged as
 /// operations under the cursor rule (docs/design.md), so replay is exact even for
-/// non-idempotent ones such as incr_by and push.
+/// non-idempotent ones such as incr_by and push. Single-threaded, like the server loop
+/// that owns it. Arguments must not view this map's own storage, except set()'s value,
+/// which is copied first when it does.
 class TrackedMap final : public Section {
  public:
   TrackedMap(std::string name, uint32_t schema_version);
