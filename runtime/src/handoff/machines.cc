@@ -1,0 +1,455 @@
+// The incumbent's and the successor's protocol logic. No syscalls here: every effect
+// goes through the environment, which is what makes each transition testable.
+#include "handoff/machines.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+#include "baton/unix_socket.h"
+
+namespace baton::handoff {
+namespace {
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+std::string seconds(int64_t us) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
+  return buf;
+}
+
+}  // namespace
+
+std::string_view message_name(const Message& m) {
+  static constexpr std::string_view kNames[] = {"HELLO",    "WELCOME", "CHECKPOINT_READY",
+                                                "RESTORED", "FROZEN",  "FD_BATCH",
+                                                "PREPARED", "COMMIT",  "ABORT"};
+  return kNames[m.index()];
+}
+
+std::string TimelineRecord::to_json() const {
+  char nums[512];
+  std::snprintf(nums, sizeof nums,
+                "\"spawn_us\":%" PRId64 ",\"checkpoint_us\":%" PRId64 ",\"catchup_us\":%" PRId64
+                ",\"blackout_us\":%" PRId64 ",\"total_us\":%" PRId64
+                ",\"checkpoint_bytes\":%" PRIu64 ",\"deltas\":%" PRIu64 ",\"fds\":%" PRIu64,
+                spawn_us, checkpoint_us, catchup_us, blackout_us, total_us, checkpoint_bytes,
+                deltas, fds);
+  return "{\"generation\":" + std::to_string(generation) + ",\"outcome\":\"" +
+         json_escape(outcome) + "\",\"reason\":\"" + json_escape(reason) + "\"," + nums + "}";
+}
+
+std::string_view to_string(IncumbentPhase phase) {
+  switch (phase) {
+    case IncumbentPhase::kIdle:
+      return "idle";
+    case IncumbentPhase::kAwaitHello:
+      return "await-hello";
+    case IncumbentPhase::kCheckpointing:
+      return "checkpointing";
+    case IncumbentPhase::kCatchUp:
+      return "catch-up";
+    case IncumbentPhase::kAwaitPrepared:
+      return "await-prepared";
+    case IncumbentPhase::kCommitted:
+      return "committed";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(SuccessorPhase phase) {
+  switch (phase) {
+    case SuccessorPhase::kHello:
+      return "hello";
+    case SuccessorPhase::kAwaitCheckpoint:
+      return "await-checkpoint";
+    case SuccessorPhase::kCatchUp:
+      return "catch-up";
+    case SuccessorPhase::kPrepared:
+      return "prepared";
+    case SuccessorPhase::kServing:
+      return "serving";
+    case SuccessorPhase::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+// ================================================================ incumbent
+
+Result<void> IncumbentMachine::request_upgrade() {
+  if (phase_ != IncumbentPhase::kIdle) {
+    std::string why = "upgrade request ignored: generation " + std::to_string(generation_ + 1) +
+                      " is already in phase " + std::string(to_string(phase_));
+    env_.log(why);
+    return Error(ErrorKind::kState, why);
+  }
+  t_ = Timings{};
+  t_.start_us = env_.now_us();
+  restored_at_us_.reset();
+  frozen_ = throttled_ = false;
+  final_lsn_ = 0;
+  fd_count_ = 0;
+  last_abort_.clear();
+  phase_ = IncumbentPhase::kAwaitHello;  // before spawning: abort() must see an upgrade
+  if (auto r = env_.spawn_successor(); !r.ok()) {
+    abort("spawning the successor failed: " + r.error().to_string(), false);
+    return std::move(r).error();
+  }
+  phase_start_us_ = env_.now_us();
+  t_.spawn_us = phase_start_us_ - t_.start_us;
+  deadline_us_ = phase_start_us_ + timeouts_.hello_us;
+  env_.log("upgrade to generation " + std::to_string(generation_ + 1) + ": successor spawned");
+  return ok();
+}
+
+void IncumbentMachine::on_hello(const Hello& h) {
+  if (h.protocol_version != kProtocolVersion) {
+    return abort("successor speaks protocol version " + std::to_string(h.protocol_version) +
+                 ", this incumbent speaks " + std::to_string(kProtocolVersion));
+  }
+  for (const SectionVersion& mine : env_.sections()) {
+    auto it = std::find_if(h.sections.begin(), h.sections.end(),
+                           [&](const SectionRange& r) { return r.name == mine.name; });
+    if (it == h.sections.end()) {
+      return abort("successor does not register section '" + mine.name +
+                   "'; its state would be lost");
+    }
+    if (mine.version < it->min_version || mine.version > it->max_version) {
+      return abort("successor reads section '" + mine.name + "' schema versions " +
+                   std::to_string(it->min_version) + ".." + std::to_string(it->max_version) +
+                   ", this incumbent writes version " + std::to_string(mine.version));
+    }
+  }
+  if (auto r = env_.send(Welcome{kProtocolVersion, generation_ + 1, {}}, {}); !r.ok()) {
+    return abort("sending WELCOME: " + r.error().to_string(), false);
+  }
+  if (auto r = env_.checkpoint_begin(); !r.ok()) {
+    return abort("checkpoint could not start: " + r.error().to_string());
+  }
+  phase_ = IncumbentPhase::kCheckpointing;
+  phase_start_us_ = env_.now_us();
+}
+
+void IncumbentMachine::on_message(const Message& m) {
+  if (phase_ == IncumbentPhase::kIdle || phase_ == IncumbentPhase::kCommitted) {
+    env_.log("control message " + std::string(message_name(m)) + " ignored: no upgrade runs");
+    return;
+  }
+  if (const auto* a = std::get_if<Abort>(&m))
+    return abort("successor aborted: " + a->reason, false);
+  if (const auto* h = std::get_if<Hello>(&m); h && phase_ == IncumbentPhase::kAwaitHello) {
+    return on_hello(*h);
+  }
+  if (std::holds_alternative<Restored>(m) && phase_ == IncumbentPhase::kCatchUp &&
+      !restored_at_us_) {
+    restored_at_us_ = env_.now_us();
+    return tick();
+  }
+  if (const auto* p = std::get_if<Prepared>(&m); p && phase_ == IncumbentPhase::kAwaitPrepared) {
+    if (p->applied_lsn != final_lsn_ || p->fds_received != fd_count_) {
+      return abort("successor prepared at LSN " + std::to_string(p->applied_lsn) + " with " +
+                   std::to_string(p->fds_received) + " fds; expected LSN " +
+                   std::to_string(final_lsn_) + " with " + std::to_string(fd_count_));
+    }
+    Commit c{generation_ + 1, t_};
+    if (auto r = env_.send(c, {}); !r.ok()) {
+      return abort("sending COMMIT: " + r.error().to_string(), false);
+    }
+    phase_ = IncumbentPhase::kCommitted;
+    ++generation_;
+    env_.log("upgrade to generation " + std::to_string(generation_) + " committed");
+    env_.committed();
+    return;
+  }
+  abort("unexpected " + std::string(message_name(m)) + " in phase " +
+        std::string(to_string(phase_)));
+}
+
+void IncumbentMachine::on_successor_gone(std::string_view why) {
+  if (phase_ == IncumbentPhase::kIdle || phase_ == IncumbentPhase::kCommitted) return;
+  abort("successor gone in phase " + std::string(to_string(phase_)) + ": " + std::string(why),
+        false);
+}
+
+void IncumbentMachine::tick() {
+  if (phase_ == IncumbentPhase::kIdle || phase_ == IncumbentPhase::kCommitted) return;
+  const int64_t now = env_.now_us();
+  switch (phase_) {
+    case IncumbentPhase::kAwaitHello:
+      if (now >= deadline_us_) {
+        return abort("successor sent no HELLO within " + seconds(timeouts_.hello_us));
+      }
+      return;
+    case IncumbentPhase::kCheckpointing: {
+      auto done = env_.checkpoint_step();
+      if (!done.ok()) return abort("checkpoint failed: " + done.error().to_string());
+      if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+      if (!done.value()) return;
+      int fd = -1;
+      auto ready = env_.checkpoint_finish(&fd);
+      if (!ready.ok()) return abort("checkpoint failed: " + ready.error().to_string());
+      t_.checkpoint_bytes = ready->bytes;
+      const int fds[] = {fd};
+      if (auto r = env_.send(ready.value(), fds); !r.ok()) {
+        return abort("sending the checkpoint: " + r.error().to_string(), false);
+      }
+      t_.checkpoint_us = env_.now_us() - phase_start_us_;
+      phase_ = IncumbentPhase::kCatchUp;
+      phase_start_us_ = env_.now_us();
+      deadline_us_ = phase_start_us_ + timeouts_.restored_us;
+      return;
+    }
+    case IncumbentPhase::kCatchUp: {
+      if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+      const uint64_t backlog = env_.backlog_bytes();
+      if (backlog > lag_.abort_bytes) {
+        return abort("delta backlog of " + std::to_string(backlog) + " bytes passed the limit of " +
+                     std::to_string(lag_.abort_bytes) + ": writes outpace the stream");
+      }
+      if (backlog > lag_.throttle_bytes && !throttled_) {
+        throttled_ = true;
+        env_.throttle(true);
+        env_.log("delta backlog " + std::to_string(backlog) + " bytes: throttling the server");
+      } else if (backlog <= lag_.throttle_bytes / 2 && throttled_) {
+        throttled_ = false;
+        env_.throttle(false);
+      }
+      if (!restored_at_us_) {
+        if (now >= deadline_us_) {
+          return abort("successor did not restore within " + seconds(timeouts_.restored_us));
+        }
+        return;
+      }
+      if (backlog <= lag_.converge_bytes) return freeze();
+      if (now - *restored_at_us_ > lag_.converge_within_us) {
+        return abort("deltas did not converge within " + seconds(lag_.converge_within_us) +
+                     " of RESTORED (backlog " + std::to_string(backlog) + " bytes)");
+      }
+      return;
+    }
+    case IncumbentPhase::kAwaitPrepared:
+      if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+      if (now >= deadline_us_) {
+        return abort("successor sent no PREPARED within " + seconds(timeouts_.prepared_us));
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+void IncumbentMachine::freeze() {
+  t_.freeze_start_us = env_.now_us();
+  t_.catchup_us = t_.freeze_start_us - phase_start_us_;
+  frozen_ = true;
+  if (throttled_) {
+    throttled_ = false;
+    env_.throttle(false);
+  }
+  std::vector<HandoffSocket> sockets = env_.freeze();
+  // The last writes before the freeze become the final frame.
+  if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+  final_lsn_ = env_.last_lsn();
+  fd_count_ = static_cast<uint32_t>(sockets.size());
+  t_.deltas = env_.deltas_sent();
+  t_.fds = fd_count_;
+  Frozen f{final_lsn_, fd_count_, t_.freeze_start_us};
+  if (auto r = env_.send(f, {}); !r.ok()) return abort("sending FROZEN: " + r.error().to_string());
+  // Fd batches: at most kMaxFdsPerMessage fds and about half a message of state each.
+  size_t i = 0;
+  while (i < sockets.size()) {
+    FdBatch batch;
+    std::vector<int> fds;
+    size_t bytes = 0;
+    while (i < sockets.size() && fds.size() < kMaxFdsPerMessage &&
+           bytes + sockets[i].state.size() + sockets[i].tag.size() < kMaxMessageBytes / 2) {
+      bytes += sockets[i].state.size() + sockets[i].tag.size() + 16;
+      batch.fds.push_back({sockets[i].tag, sockets[i].state});
+      fds.push_back(sockets[i].fd);
+      ++i;
+    }
+    if (fds.empty())
+      return abort("per-connection state of fd " + std::to_string(sockets[i].fd) +
+                   " is too large to hand over");
+    if (auto r = env_.send(batch, fds); !r.ok()) {
+      return abort("sending fds: " + r.error().to_string());
+    }
+  }
+  phase_ = IncumbentPhase::kAwaitPrepared;
+  phase_start_us_ = env_.now_us();
+  deadline_us_ = phase_start_us_ + timeouts_.prepared_us;
+}
+
+void IncumbentMachine::abort(std::string reason, bool tell_successor) {
+  if (tell_successor) (void)env_.send(Abort{reason}, {});
+  // The successor must be dead before this process touches a handed fd again.
+  env_.kill_successor();
+  env_.checkpoint_drop();
+  if (throttled_) env_.throttle(false);
+  if (frozen_) env_.unfreeze();
+  frozen_ = throttled_ = false;
+  TimelineRecord rec;
+  rec.generation = generation_ + 1;
+  rec.outcome = "aborted";
+  rec.reason = reason;
+  rec.spawn_us = t_.spawn_us;
+  rec.checkpoint_us = t_.checkpoint_us;
+  rec.catchup_us = t_.catchup_us;
+  rec.total_us = env_.now_us() - t_.start_us;
+  rec.checkpoint_bytes = t_.checkpoint_bytes;
+  rec.deltas = t_.deltas;
+  rec.fds = t_.fds;
+  env_.log("upgrade to generation " + std::to_string(generation_ + 1) + " aborted: " + reason);
+  env_.timeline(rec);
+  last_abort_ = std::move(reason);
+  phase_ = IncumbentPhase::kIdle;
+}
+
+// ================================================================ successor
+
+SuccessorMachine::~SuccessorMachine() {
+  for (HandoffSocket& s : sockets_) UniqueFd close_it(s.fd);
+}
+
+void SuccessorMachine::start() {
+  Hello h;
+  h.pid = pid_;
+  h.sections = env_.readable_sections();
+  if (auto r = env_.send(h); !r.ok()) return fail("sending HELLO: " + r.error().to_string(), false);
+  phase_ = SuccessorPhase::kHello;
+  deadline_us_ = env_.now_us() + timeouts_.hello_us;
+}
+
+void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
+  if (phase_ == SuccessorPhase::kServing || phase_ == SuccessorPhase::kFailed) return;
+  if (const auto* a = std::get_if<Abort>(&m)) return fail("incumbent aborted: " + a->reason, false);
+  const size_t expected_fds = std::holds_alternative<CheckpointReady>(m) ? 1
+                              : std::holds_alternative<FdBatch>(m) ? std::get<FdBatch>(m).fds.size()
+                                                                   : 0;
+  if (fds.size() != expected_fds) {
+    return fail(std::string(message_name(m)) + " came with " + std::to_string(fds.size()) +
+                " fds, expected " + std::to_string(expected_fds));
+  }
+  if (const auto* w = std::get_if<Welcome>(&m); w && phase_ == SuccessorPhase::kHello) {
+    generation_ = w->generation;
+    phase_ = SuccessorPhase::kAwaitCheckpoint;
+    return;
+  }
+  if (std::holds_alternative<CheckpointReady>(m) && phase_ == SuccessorPhase::kAwaitCheckpoint) {
+    auto restored = env_.restore(std::move(fds[0]));
+    if (!restored.ok()) return fail("restore failed: " + restored.error().to_string());
+    if (auto r = env_.send(restored.value()); !r.ok()) {
+      return fail("sending RESTORED: " + r.error().to_string(), false);
+    }
+    phase_ = SuccessorPhase::kCatchUp;
+    return tick();
+  }
+  if (const auto* f = std::get_if<Frozen>(&m);
+      f && phase_ == SuccessorPhase::kCatchUp && !frozen_) {
+    frozen_ = *f;
+    deadline_us_ = env_.now_us() + timeouts_.prepared_us;
+    return tick();
+  }
+  if (const auto* b = std::get_if<FdBatch>(&m);
+      b && phase_ == SuccessorPhase::kCatchUp && frozen_) {
+    for (size_t i = 0; i < b->fds.size(); ++i) {
+      sockets_.push_back({fds[i].release(), b->fds[i].tag, b->fds[i].state});
+    }
+    if (sockets_.size() > frozen_->fd_count) {
+      return fail("received " + std::to_string(sockets_.size()) + " fds, FROZEN announced " +
+                  std::to_string(frozen_->fd_count));
+    }
+    return tick();
+  }
+  if (const auto* c = std::get_if<Commit>(&m); c && phase_ == SuccessorPhase::kPrepared) {
+    commit_ = *c;
+    phase_ = SuccessorPhase::kServing;
+    env_.serve(std::move(sockets_), commit_, false);
+    sockets_.clear();
+    return;
+  }
+  fail("unexpected " + std::string(message_name(m)) + " in phase " +
+       std::string(to_string(phase_)));
+}
+
+void SuccessorMachine::on_incumbent_gone() {
+  if (phase_ == SuccessorPhase::kPrepared) {
+    // The incumbent was frozen and had handed everything over: serving is safe.
+    phase_ = SuccessorPhase::kServing;
+    commit_.generation = generation_;
+    commit_.timings.freeze_start_us = frozen_ ? frozen_->freeze_start_us : 0;
+    env_.serve(std::move(sockets_), commit_, true);
+    sockets_.clear();
+    return;
+  }
+  if (phase_ == SuccessorPhase::kServing || phase_ == SuccessorPhase::kFailed) return;
+  fail("incumbent went away in phase " + std::string(to_string(phase_)), false);
+}
+
+void SuccessorMachine::tick() {
+  if (phase_ == SuccessorPhase::kCatchUp) {
+    auto applied = env_.replay_available();
+    if (!applied.ok()) return fail("replaying deltas: " + applied.error().to_string());
+    applied_lsn_ = applied.value();
+    maybe_prepare();
+    if (phase_ != SuccessorPhase::kCatchUp) return;
+  }
+  // No deadline after PREPARED: the incumbent's only moves are COMMIT or dying (both
+  // end the wait), and giving up on a slow COMMIT could leave nobody serving.
+  const bool waiting =
+      phase_ == SuccessorPhase::kHello || (phase_ == SuccessorPhase::kCatchUp && frozen_);
+  if (waiting && env_.now_us() >= deadline_us_) {
+    fail("incumbent silent past the deadline in phase " + std::string(to_string(phase_)));
+  }
+}
+
+void SuccessorMachine::maybe_prepare() {
+  if (!frozen_ || applied_lsn_ < frozen_->final_lsn || sockets_.size() < frozen_->fd_count) return;
+  if (applied_lsn_ > frozen_->final_lsn) {
+    return fail("applied LSN " + std::to_string(applied_lsn_) + " is past the final LSN " +
+                std::to_string(frozen_->final_lsn));
+  }
+  Prepared p{applied_lsn_, static_cast<uint32_t>(sockets_.size())};
+  if (auto r = env_.send(p); !r.ok())
+    return fail("sending PREPARED: " + r.error().to_string(), false);
+  phase_ = SuccessorPhase::kPrepared;
+}
+
+void SuccessorMachine::fail(std::string reason, bool tell_incumbent) {
+  if (phase_ == SuccessorPhase::kFailed || phase_ == SuccessorPhase::kServing) return;
+  if (tell_incumbent) (void)env_.send(Abort{reason});
+  phase_ = SuccessorPhase::kFailed;
+  for (HandoffSocket& s : sockets_) UniqueFd close_it(s.fd);
+  sockets_.clear();
+  env_.fail(reason);
+}
+
+}  // namespace baton::handoff

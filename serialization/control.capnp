@@ -1,0 +1,91 @@
+# The control channel between an incumbent and its successor: one Message per
+# SOCK_SEQPACKET packet, fds attached with SCM_RIGHTS where a message says so.
+# docs/protocol.md describes the phases. Changing this schema bumps kProtocolVersion
+# (runtime/src/handoff/messages.h) in the same commit as docs/protocol.md.
+@0xb5c6d5ea3d7d80e4;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("baton::wire");
+
+struct SectionRange {
+  name @0 :Text;
+  minVersion @1 :UInt32;   # oldest schema version this build can restore
+  maxVersion @2 :UInt32;   # newest
+}
+
+struct Hello {             # successor -> incumbent, first message
+  protocolVersion @0 :UInt32;
+  pid @1 :Int32;
+  capabilities @2 :List(Text);
+  sections @3 :List(SectionRange);
+}
+
+struct Welcome {           # incumbent -> successor: HELLO accepted
+  protocolVersion @0 :UInt32;
+  generation @1 :UInt64;
+  capabilities @2 :List(Text);
+}
+
+struct CheckpointReady {   # incumbent -> successor, with the segment fd attached
+  startLsn @0 :UInt64;
+  bytes @1 :UInt64;
+}
+
+struct Restored {          # successor -> incumbent: checkpoint restored, replaying deltas
+  records @0 :UInt64;
+  restoreUs @1 :Int64;
+}
+
+struct Frozen {            # incumbent -> successor: no more deltas after finalLsn
+  finalLsn @0 :UInt64;
+  fdCount @1 :UInt32;      # fds that follow in FdBatch messages
+  freezeStartUs @2 :Int64; # CLOCK_MONOTONIC, shared by both processes
+}
+
+struct HandedFd {
+  tag @0 :Text;            # the server's own label: "listener", "conn", ...
+  state @1 :Data;          # opaque per-connection bytes, e.g. a half-read request
+}
+
+struct FdBatch {           # incumbent -> successor, its fds attached in order
+  fds @0 :List(HandedFd);
+}
+
+struct Prepared {          # successor -> incumbent: state exact, every fd held
+  appliedLsn @0 :UInt64;
+  fdsReceived @1 :UInt32;
+}
+
+struct Timings {           # the incumbent's side of the timeline, all microseconds
+  startUs @0 :Int64;       # CLOCK_MONOTONIC at the upgrade request
+  spawnUs @1 :Int64;
+  checkpointUs @2 :Int64;
+  catchupUs @3 :Int64;
+  freezeStartUs @4 :Int64;
+  checkpointBytes @5 :UInt64;
+  deltas @6 :UInt64;
+  fds @7 :UInt64;
+}
+
+struct Commit {            # incumbent -> successor: the fds are yours
+  generation @0 :UInt64;
+  timings @1 :Timings;
+}
+
+struct Abort {             # either way: the upgrade is off
+  reason @0 :Text;
+}
+
+struct Message {
+  union {
+    hello @0 :Hello;
+    welcome @1 :Welcome;
+    checkpointReady @2 :CheckpointReady;
+    restored @3 :Restored;
+    frozen @4 :Frozen;
+    fdBatch @5 :FdBatch;
+    prepared @6 :Prepared;
+    commit @7 :Commit;
+    abort @8 :Abort;
+  }
+}

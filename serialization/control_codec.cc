@@ -1,0 +1,190 @@
+// Cap'n Proto side of the control channel.
+#include "control_codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <cstring>
+
+#include "control.capnp.h"
+
+namespace baton::serialization {
+namespace {
+
+using namespace baton::handoff;
+
+capnp::Text::Reader text(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
+capnp::Data::Reader data(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+std::string str(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+std::string str(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+
+template <typename List>
+void set_texts(List l, const std::vector<std::string>& v) {
+  for (unsigned i = 0; i < v.size(); ++i) l.set(i, text(v[i]));
+}
+
+template <typename Reader>
+std::vector<std::string> texts(Reader l) {
+  std::vector<std::string> out;
+  for (auto t : l) out.push_back(str(t));
+  return out;
+}
+
+void fill(wire::Timings::Builder b, const Timings& t) {
+  b.setStartUs(t.start_us);
+  b.setSpawnUs(t.spawn_us);
+  b.setCheckpointUs(t.checkpoint_us);
+  b.setCatchupUs(t.catchup_us);
+  b.setFreezeStartUs(t.freeze_start_us);
+  b.setCheckpointBytes(t.checkpoint_bytes);
+  b.setDeltas(t.deltas);
+  b.setFds(t.fds);
+}
+
+Timings read(wire::Timings::Reader r) {
+  return Timings{
+      r.getStartUs(),       r.getSpawnUs(),         r.getCheckpointUs(), r.getCatchupUs(),
+      r.getFreezeStartUs(), r.getCheckpointBytes(), r.getDeltas(),       r.getFds()};
+}
+
+}  // namespace
+
+std::string encode_message(const Message& m) {
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<wire::Message>();
+  std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, Hello>) {
+          auto h = root.initHello();
+          h.setProtocolVersion(v.protocol_version);
+          h.setPid(v.pid);
+          set_texts(h.initCapabilities(static_cast<unsigned>(v.capabilities.size())),
+                    v.capabilities);
+          auto s = h.initSections(static_cast<unsigned>(v.sections.size()));
+          for (unsigned i = 0; i < v.sections.size(); ++i) {
+            s[i].setName(text(v.sections[i].name));
+            s[i].setMinVersion(v.sections[i].min_version);
+            s[i].setMaxVersion(v.sections[i].max_version);
+          }
+        } else if constexpr (std::is_same_v<T, Welcome>) {
+          auto w = root.initWelcome();
+          w.setProtocolVersion(v.protocol_version);
+          w.setGeneration(v.generation);
+          set_texts(w.initCapabilities(static_cast<unsigned>(v.capabilities.size())),
+                    v.capabilities);
+        } else if constexpr (std::is_same_v<T, CheckpointReady>) {
+          auto c = root.initCheckpointReady();
+          c.setStartLsn(v.start_lsn);
+          c.setBytes(v.bytes);
+        } else if constexpr (std::is_same_v<T, Restored>) {
+          auto r = root.initRestored();
+          r.setRecords(v.records);
+          r.setRestoreUs(v.restore_us);
+        } else if constexpr (std::is_same_v<T, Frozen>) {
+          auto f = root.initFrozen();
+          f.setFinalLsn(v.final_lsn);
+          f.setFdCount(v.fd_count);
+          f.setFreezeStartUs(v.freeze_start_us);
+        } else if constexpr (std::is_same_v<T, FdBatch>) {
+          auto l = root.initFdBatch().initFds(static_cast<unsigned>(v.fds.size()));
+          for (unsigned i = 0; i < v.fds.size(); ++i) {
+            l[i].setTag(text(v.fds[i].tag));
+            l[i].setState(data(v.fds[i].state));
+          }
+        } else if constexpr (std::is_same_v<T, Prepared>) {
+          auto p = root.initPrepared();
+          p.setAppliedLsn(v.applied_lsn);
+          p.setFdsReceived(v.fds_received);
+        } else if constexpr (std::is_same_v<T, Commit>) {
+          auto c = root.initCommit();
+          c.setGeneration(v.generation);
+          fill(c.initTimings(), v.timings);
+        } else {
+          root.initAbort().setReason(text(v.reason));
+        }
+      },
+      m);
+  auto flat = capnp::messageToFlatArray(builder);
+  auto bytes = flat.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+Result<Message> decode_message(std::string_view packet) {
+  if (packet.size() % 8 != 0 || packet.size() < 16 || packet.size() > kMaxMessageBytes) {
+    return Error(ErrorKind::kCorrupt, "control message of " + std::to_string(packet.size()) +
+                                          " bytes is not a whole Cap'n Proto message");
+  }
+  // Copy into aligned words: a received packet's buffer has no alignment guarantee.
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(packet.size() / 8);
+  std::memcpy(words.begin(), packet.data(), packet.size());
+  try {
+    capnp::ReaderOptions limits;
+    limits.traversalLimitInWords = words.size() * 2 + 64;
+    limits.nestingLimit = 8;
+    capnp::FlatArrayMessageReader reader(words.asPtr(), limits);
+    auto root = reader.getRoot<wire::Message>();
+    switch (root.which()) {
+      case wire::Message::HELLO: {
+        auto h = root.getHello();
+        Hello out;
+        out.protocol_version = h.getProtocolVersion();
+        out.pid = h.getPid();
+        out.capabilities = texts(h.getCapabilities());
+        for (auto s : h.getSections()) {
+          out.sections.push_back({str(s.getName()), s.getMinVersion(), s.getMaxVersion()});
+        }
+        return Message(std::move(out));
+      }
+      case wire::Message::WELCOME: {
+        auto w = root.getWelcome();
+        return Message(
+            Welcome{w.getProtocolVersion(), w.getGeneration(), texts(w.getCapabilities())});
+      }
+      case wire::Message::CHECKPOINT_READY: {
+        auto c = root.getCheckpointReady();
+        return Message(CheckpointReady{c.getStartLsn(), c.getBytes()});
+      }
+      case wire::Message::RESTORED: {
+        auto r = root.getRestored();
+        return Message(Restored{r.getRecords(), r.getRestoreUs()});
+      }
+      case wire::Message::FROZEN: {
+        auto f = root.getFrozen();
+        return Message(Frozen{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs()});
+      }
+      case wire::Message::FD_BATCH: {
+        FdBatch out;
+        for (auto f : root.getFdBatch().getFds()) {
+          out.fds.push_back({str(f.getTag()), str(f.getState())});
+        }
+        return Message(std::move(out));
+      }
+      case wire::Message::PREPARED: {
+        auto p = root.getPrepared();
+        return Message(Prepared{p.getAppliedLsn(), p.getFdsReceived()});
+      }
+      case wire::Message::COMMIT: {
+        auto c = root.getCommit();
+        return Message(Commit{c.getGeneration(), read(c.getTimings())});
+      }
+      case wire::Message::ABORT:
+        return Message(Abort{str(root.getAbort().getReason())});
+      default:
+        return Error(ErrorKind::kVersion, "control message of unknown type " +
+                                              std::to_string(static_cast<int>(root.which())) +
+                                              " (a newer protocol than " +
+                                              std::to_string(kProtocolVersion) + "?)");
+    }
+  } catch (const kj::Exception& e) {
+    return Error(ErrorKind::kCorrupt,
+                 std::string("control message does not parse: ") + e.getDescription().cStr());
+  }
+}
+
+}  // namespace baton::serialization

@@ -1,0 +1,541 @@
+// The upgrade protocol, transition by transition, without processes: each machine runs
+// against a fake environment that records what it was asked to do.
+#include <fcntl.h>
+#include <sys/eventfd.h>
+
+#include <deque>
+
+#include <gtest/gtest.h>
+
+#include "control_codec.h"
+#include "handoff/machines.h"
+
+namespace baton::handoff {
+namespace {
+
+int open_fd() { return ::eventfd(0, EFD_CLOEXEC); }
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+struct Sent {
+  Message message;
+  std::vector<int> fds;
+};
+
+class FakeIncumbent : public IncumbentEnv {
+ public:
+  int64_t now = 1'000'000;
+  std::vector<std::string> events;  // actions in order: "spawn", "kill", "freeze", ...
+  std::vector<Sent> sent;
+  std::vector<TimelineRecord> timelines;
+  std::vector<std::string> logs;
+  std::vector<SectionVersion> mine = {{"kv", 2}};
+  int steps_to_finish = 3;
+  int steps = 0;
+  uint64_t backlog = 0;
+  uint64_t lsn = 100;
+  size_t sockets_at_freeze = 2;
+  bool fail_step = false;
+  int segment_fd = open_fd();
+  std::vector<int> socket_fds;
+
+  ~FakeIncumbent() override {
+    ::close(segment_fd);
+    for (int fd : socket_fds) ::close(fd);
+  }
+  int64_t now_us() override { return now; }
+  Result<void> spawn_successor() override {
+    events.push_back("spawn");
+    return ok();
+  }
+  void kill_successor() override { events.push_back("kill"); }
+  Result<void> send(const Message& m, std::span<const int> fds) override {
+    sent.push_back({m, std::vector<int>(fds.begin(), fds.end())});
+    return ok();
+  }
+  std::vector<SectionVersion> sections() override { return mine; }
+  Result<void> checkpoint_begin() override {
+    events.push_back("checkpoint_begin");
+    return ok();
+  }
+  Result<bool> checkpoint_step() override {
+    if (fail_step) return Error(ErrorKind::kCapacity, "segment full");
+    return ++steps >= steps_to_finish;
+  }
+  Result<CheckpointReady> checkpoint_finish(int* fd) override {
+    *fd = segment_fd;
+    return CheckpointReady{lsn, 4096};
+  }
+  void checkpoint_drop() override { events.push_back("checkpoint_drop"); }
+  Result<void> pump_deltas() override { return ok(); }
+  uint64_t backlog_bytes() override { return backlog; }
+  uint64_t last_lsn() override { return lsn; }
+  uint64_t deltas_sent() override { return 7; }
+  std::vector<HandoffSocket> freeze() override {
+    events.push_back("freeze");
+    std::vector<HandoffSocket> out;
+    for (size_t i = 0; i < sockets_at_freeze; ++i) {
+      socket_fds.push_back(open_fd());
+      out.push_back({socket_fds.back(), i == 0 ? "listener" : "conn", "state" + std::to_string(i)});
+    }
+    return out;
+  }
+  void unfreeze() override { events.push_back("unfreeze"); }
+  void throttle(bool on) override { events.push_back(on ? "throttle" : "unthrottle"); }
+  void committed() override { events.push_back("committed"); }
+  void log(std::string_view line) override { logs.emplace_back(line); }
+  void timeline(const TimelineRecord& r) override { timelines.push_back(r); }
+
+  template <typename T>
+  std::vector<const T*> sent_of() const {
+    std::vector<const T*> out;
+    for (const Sent& s : sent)
+      if (auto* m = std::get_if<T>(&s.message)) out.push_back(m);
+    return out;
+  }
+};
+
+Hello good_hello() {
+  Hello h;
+  h.pid = 4242;
+  h.sections = {{"kv", 1, 2}};
+  return h;
+}
+
+// Drives an incumbent to the phase after RESTORED (backlog 0 freezes at the next tick).
+void to_await_prepared(IncumbentMachine& m, FakeIncumbent& env) {
+  ASSERT_TRUE(m.request_upgrade().ok());
+  m.on_message(good_hello());
+  for (int i = 0; i < 10 && m.phase() == IncumbentPhase::kCheckpointing; ++i) m.tick();
+  ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  m.on_message(Restored{1000, 5});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
+}
+
+TEST(IncumbentMachine, CommitsAfterCheckpointCatchUpFreezeAndPrepared) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, /*generation=*/4);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitHello);
+  m.on_message(good_hello());
+  ASSERT_EQ(env.sent_of<Welcome>().size(), 1u);
+  EXPECT_EQ(env.sent_of<Welcome>()[0]->generation, 5u);
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCheckpointing);
+  m.tick();
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCheckpointing);  // sliced: one step per tick
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  ASSERT_EQ(env.sent_of<CheckpointReady>().size(), 1u);
+  EXPECT_EQ(env.sent.back().fds, std::vector<int>{env.segment_fd});
+  env.lsn = 150;  // writes during catch-up
+  m.on_message(Restored{1000, 5});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
+  auto frozen = env.sent_of<Frozen>();
+  ASSERT_EQ(frozen.size(), 1u);
+  EXPECT_EQ(frozen[0]->final_lsn, 150u);
+  EXPECT_EQ(frozen[0]->fd_count, 2u);
+  auto batches = env.sent_of<FdBatch>();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0]->fds[1].tag, "conn");
+  EXPECT_EQ(batches[0]->fds[1].state, "state1");
+  EXPECT_EQ(env.sent.back().fds, env.socket_fds);
+  m.on_message(Prepared{150, 2});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCommitted);
+  auto commits = env.sent_of<Commit>();
+  ASSERT_EQ(commits.size(), 1u);
+  EXPECT_EQ(commits[0]->generation, 5u);
+  EXPECT_EQ(commits[0]->timings.fds, 2u);
+  EXPECT_EQ(env.events,
+            (std::vector<std::string>{"spawn", "checkpoint_begin", "freeze", "committed"}));
+  EXPECT_TRUE(env.timelines.empty()) << "a committed upgrade's line is the successor's to write";
+  EXPECT_EQ(m.generation(), 5u);
+}
+
+TEST(IncumbentMachine, SecondRequestDuringAnUpgradeIsRefusedAndLogged) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  auto again = m.request_upgrade();
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().kind(), ErrorKind::kState);
+  EXPECT_NE(env.logs.back().find("already in phase await-hello"), std::string::npos);
+  EXPECT_EQ(std::count(env.events.begin(), env.events.end(), "spawn"), 1);
+}
+
+TEST(IncumbentMachine, RefusesAtHelloNamingBothVersions) {
+  struct Case {
+    Hello hello;
+    std::string expect;
+  };
+  Hello old_protocol = good_hello();
+  old_protocol.protocol_version = 0;
+  Hello v1_only = good_hello();
+  v1_only.sections = {{"kv", 1, 1}};
+  Hello missing = good_hello();
+  missing.sections = {{"other", 1, 9}};
+  for (const Case& c :
+       {Case{old_protocol, "successor speaks protocol version 0, this incumbent speaks 1"},
+        Case{v1_only,
+             "successor reads section 'kv' schema versions 1..1, this incumbent writes "
+             "version 2"},
+        Case{missing, "successor does not register section 'kv'"}}) {
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    m.on_message(c.hello);
+    EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+    EXPECT_NE(m.last_abort().find(c.expect), std::string::npos) << m.last_abort();
+    ASSERT_EQ(env.sent_of<Abort>().size(), 1u);  // the successor learns why
+    EXPECT_EQ(env.events, (std::vector<std::string>{"spawn", "kill", "checkpoint_drop"}));
+    ASSERT_EQ(env.timelines.size(), 1u);
+    EXPECT_EQ(env.timelines[0].outcome, "aborted");
+  }
+}
+
+TEST(IncumbentMachine, EveryPhaseHasADeadline) {
+  {  // no HELLO
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    env.now += 4'999'999;
+    m.tick();
+    EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitHello);
+    env.now += 2;
+    m.tick();
+    EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+    EXPECT_EQ(m.last_abort(), "successor sent no HELLO within 5.0 s");
+  }
+  {  // no RESTORED
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    m.on_message(good_hello());
+    for (int i = 0; i < 3; ++i) m.tick();
+    ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+    env.now += 121'000'000;
+    m.tick();
+    EXPECT_EQ(m.last_abort(), "successor did not restore within 120.0 s");
+  }
+  {  // no PREPARED: the incumbent unfreezes, after killing the successor
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    to_await_prepared(m, env);
+    env.now += 6'000'000;
+    m.tick();
+    EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+    EXPECT_EQ(m.last_abort(), "successor sent no PREPARED within 5.0 s");
+  }
+}
+
+TEST(IncumbentMachine, SuccessorGoneInAnyPhaseAbortsKillingBeforeUnfreezing) {
+  for (int phase = 0; phase < 4; ++phase) {
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    if (phase >= 1) m.on_message(good_hello());
+    if (phase >= 2) {
+      for (int i = 0; i < 3; ++i) m.tick();
+    }
+    if (phase >= 3) m.on_message(Restored{});
+    m.on_successor_gone("exited with signal 9");
+    EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+    EXPECT_NE(m.last_abort().find("exited with signal 9"), std::string::npos);
+    auto kill = std::find(env.events.begin(), env.events.end(), "kill");
+    auto unfreeze = std::find(env.events.begin(), env.events.end(), "unfreeze");
+    ASSERT_NE(kill, env.events.end());
+    EXPECT_NE(std::find(env.events.begin(), env.events.end(), "checkpoint_drop"), env.events.end());
+    if (phase == 3) {
+      ASSERT_NE(unfreeze, env.events.end()) << "frozen incumbent must serve on";
+      EXPECT_LT(kill - env.events.begin(), unfreeze - env.events.begin());
+    } else {
+      EXPECT_EQ(unfreeze, env.events.end());
+    }
+    // A new upgrade can start afterwards.
+    EXPECT_TRUE(m.request_upgrade().ok());
+  }
+}
+
+TEST(IncumbentMachine, LagPolicyThrottlesThenAborts) {
+  FakeIncumbent env;
+  LagPolicy lag;
+  lag.converge_bytes = 100;
+  lag.throttle_bytes = 1000;
+  lag.abort_bytes = 5000;
+  IncumbentMachine m(env, 1, lag);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  m.on_message(good_hello());
+  for (int i = 0; i < 3; ++i) m.tick();
+  env.backlog = 2000;
+  m.tick();
+  EXPECT_EQ(env.events.back(), "throttle");
+  env.backlog = 400;  // under half the throttle mark
+  m.tick();
+  EXPECT_EQ(env.events.back(), "unthrottle");
+  env.backlog = 6000;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("delta backlog of 6000 bytes passed the limit of 5000"),
+            std::string::npos);
+}
+
+TEST(IncumbentMachine, AbortsWhenDeltasDoNotConvergeAfterRestore) {
+  FakeIncumbent env;
+  LagPolicy lag;
+  lag.converge_bytes = 100;
+  lag.converge_within_us = 1'000'000;
+  IncumbentMachine m(env, 1, lag);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  m.on_message(good_hello());
+  for (int i = 0; i < 3; ++i) m.tick();
+  env.backlog = 500;
+  m.on_message(Restored{});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  env.now += 2'000'000;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("did not converge within 1.0 s"), std::string::npos);
+}
+
+TEST(IncumbentMachine, HandsTenThousandFdsInBatchesOfAtMost253) {
+  FakeIncumbent env;
+  env.sockets_at_freeze = 10000;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);
+  auto batches = env.sent_of<FdBatch>();
+  EXPECT_EQ(batches.size(), (10000 + 252) / 253);
+  size_t total = 0;
+  for (const Sent& s : env.sent) {
+    if (!std::holds_alternative<FdBatch>(s.message)) continue;
+    EXPECT_LE(s.fds.size(), 253u);
+    EXPECT_EQ(s.fds.size(), std::get<FdBatch>(s.message).fds.size());
+    total += s.fds.size();
+  }
+  EXPECT_EQ(total, 10000u);
+}
+
+TEST(IncumbentMachine, PreparedAtTheWrongLsnOrUnexpectedMessagesAbort) {
+  {
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    to_await_prepared(m, env);
+    m.on_message(Prepared{99, 2});
+    EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+    EXPECT_NE(m.last_abort().find("expected LSN 100"), std::string::npos);
+  }
+  {
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    m.on_message(Prepared{});
+    EXPECT_EQ(m.last_abort(), "unexpected PREPARED in phase await-hello");
+  }
+  {
+    FakeIncumbent env;
+    env.fail_step = true;
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    m.on_message(good_hello());
+    m.tick();
+    EXPECT_NE(m.last_abort().find("checkpoint failed: capacity: segment full"), std::string::npos);
+  }
+}
+
+// ---------------------------------------------------------------- successor
+
+class FakeSuccessor : public SuccessorEnv {
+ public:
+  int64_t now = 1'000'000;
+  std::vector<Message> sent;
+  uint64_t applied = 0;
+  bool restore_fails = false;
+  std::optional<std::string> failed;
+  std::vector<HandoffSocket> served;
+  bool served_as_takeover = false;
+  bool serving = false;
+
+  ~FakeSuccessor() override {
+    for (auto& s : served) ::close(s.fd);
+  }
+  int64_t now_us() override { return now; }
+  Result<void> send(const Message& m) override {
+    sent.push_back(m);
+    return ok();
+  }
+  std::vector<SectionRange> readable_sections() override { return {{"kv", 1, 2}}; }
+  Result<Restored> restore(UniqueFd fd) override {
+    if (restore_fails) return Error(ErrorKind::kCorrupt, "checkpoint header checksum mismatch");
+    return Restored{10, 20};
+  }
+  Result<uint64_t> replay_available() override { return applied; }
+  void serve(std::vector<HandoffSocket> sockets, const Commit&, bool incumbent_gone) override {
+    served = std::move(sockets);
+    served_as_takeover = incumbent_gone;
+    serving = true;
+  }
+  void fail(std::string_view reason) override { failed = std::string(reason); }
+};
+
+std::vector<UniqueFd> fds(size_t n) {
+  std::vector<UniqueFd> out;
+  for (size_t i = 0; i < n; ++i) out.emplace_back(open_fd());
+  return out;
+}
+
+// Drives a successor through to PREPARED with two sockets.
+void successor_to_prepared(SuccessorMachine& s, FakeSuccessor& env, std::vector<int>* raw) {
+  s.start();
+  s.on_message(Welcome{1, 5, {}}, {});
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  s.on_message(Frozen{120, 2, 777}, {});
+  auto two = fds(2);
+  for (auto& f : two) raw->push_back(f.get());
+  s.on_message(FdBatch{{{"listener", ""}, {"conn", "GET /"}}}, std::move(two));
+  EXPECT_EQ(s.phase(), SuccessorPhase::kCatchUp);  // deltas not yet at the final LSN
+  env.applied = 120;
+  s.tick();
+  ASSERT_EQ(s.phase(), SuccessorPhase::kPrepared);
+}
+
+TEST(SuccessorMachine, HelloRestoreReplayPrepareAndServeOnCommit) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 4242);
+  std::vector<int> raw;
+  successor_to_prepared(s, env, &raw);
+  ASSERT_GE(env.sent.size(), 3u);
+  EXPECT_EQ(std::get<Hello>(env.sent[0]).sections, (std::vector<SectionRange>{{"kv", 1, 2}}));
+  EXPECT_EQ(std::get<Restored>(env.sent[1]).records, 10u);
+  EXPECT_EQ(std::get<Prepared>(env.sent.back()), (Prepared{120, 2}));
+  env.now += 3'600'000'000;  // no deadline after PREPARED
+  s.tick();
+  EXPECT_EQ(s.phase(), SuccessorPhase::kPrepared);
+  s.on_message(Commit{5, {}}, {});
+  EXPECT_EQ(s.phase(), SuccessorPhase::kServing);
+  ASSERT_EQ(env.served.size(), 2u);
+  EXPECT_EQ(env.served[1].state, "GET /");
+  EXPECT_FALSE(env.served_as_takeover);
+  for (int fd : raw) EXPECT_TRUE(is_open(fd));
+}
+
+TEST(SuccessorMachine, TakesOverWhenTheIncumbentDiesAfterPrepared) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 1);
+  std::vector<int> raw;
+  successor_to_prepared(s, env, &raw);
+  s.on_incumbent_gone();
+  EXPECT_EQ(s.phase(), SuccessorPhase::kServing);
+  EXPECT_TRUE(env.served_as_takeover);
+  EXPECT_EQ(env.served.size(), 2u);
+}
+
+TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
+  FakeSuccessor env;
+  std::vector<int> raw;
+  {
+    SuccessorMachine s(env, 1);
+    s.start();
+    s.on_message(Welcome{1, 5, {}}, {});
+    s.on_message(CheckpointReady{100, 4096}, fds(1));
+    s.on_message(Frozen{120, 2, 777}, {});
+    auto one = fds(1);
+    raw.push_back(one[0].get());
+    s.on_message(FdBatch{{{"listener", ""}}}, std::move(one));
+    s.on_incumbent_gone();
+    EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  }
+  ASSERT_TRUE(env.failed);
+  EXPECT_NE(env.failed->find("incumbent went away in phase catch-up"), std::string::npos);
+  EXPECT_FALSE(env.serving);
+  EXPECT_FALSE(is_open(raw[0]));
+}
+
+TEST(SuccessorMachine, RestoreFailureIsReportedToTheIncumbent) {
+  FakeSuccessor env;
+  env.restore_fails = true;
+  SuccessorMachine s(env, 1);
+  s.start();
+  s.on_message(Welcome{1, 5, {}}, {});
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
+  EXPECT_NE(std::get<Abort>(env.sent.back()).reason.find("checksum mismatch"), std::string::npos);
+}
+
+TEST(SuccessorMachine, MessagesWithTheWrongFdsOrOutOfOrderFail) {
+  {
+    FakeSuccessor env;
+    SuccessorMachine s(env, 1);
+    s.start();
+    s.on_message(Welcome{1, 5, {}}, {});
+    s.on_message(CheckpointReady{100, 4096}, {});  // the segment fd is missing
+    EXPECT_EQ(*env.failed, "CHECKPOINT_READY came with 0 fds, expected 1");
+  }
+  {
+    FakeSuccessor env;
+    SuccessorMachine s(env, 1);
+    s.start();
+    s.on_message(Commit{}, {});
+    EXPECT_EQ(*env.failed, "unexpected COMMIT in phase hello");
+  }
+  {
+    FakeSuccessor env;
+    SuccessorMachine s(env, 1);
+    s.start();
+    env.now += 6'000'000;
+    s.tick();
+    EXPECT_NE(env.failed->find("silent past the deadline in phase hello"), std::string::npos);
+  }
+}
+
+// ---------------------------------------------------------------- both, through the codec
+
+// Carries messages between the two machines as encoded bytes, as the real channel does.
+TEST(Handoff, BothMachinesCommitThroughTheRealCodec) {
+  struct Link : FakeIncumbent {
+    std::deque<std::pair<std::string, std::vector<int>>> to_successor;
+    Result<void> send(const Message& m, std::span<const int> f) override {
+      (void)FakeIncumbent::send(m, f);
+      to_successor.emplace_back(serialization::encode_message(m),
+                                std::vector<int>(f.begin(), f.end()));
+      return ok();
+    }
+  } inc_env;
+  struct Back : FakeSuccessor {
+    std::deque<std::string> to_incumbent;
+    Result<void> send(const Message& m) override {
+      (void)FakeSuccessor::send(m);
+      to_incumbent.push_back(serialization::encode_message(m));
+      return ok();
+    }
+  } suc_env;
+  IncumbentMachine inc(inc_env, 1);
+  SuccessorMachine suc(suc_env, 99);
+  ASSERT_TRUE(inc.request_upgrade().ok());
+  suc.start();
+  for (int round = 0; round < 100 && inc.phase() != IncumbentPhase::kCommitted; ++round) {
+    while (!suc_env.to_incumbent.empty()) {
+      auto m = serialization::decode_message(suc_env.to_incumbent.front());
+      suc_env.to_incumbent.pop_front();
+      ASSERT_TRUE(m.ok()) << m.error().to_string();
+      inc.on_message(m.value());
+    }
+    while (!inc_env.to_successor.empty()) {
+      auto [bytes, raw] = std::move(inc_env.to_successor.front());
+      inc_env.to_successor.pop_front();
+      auto m = serialization::decode_message(bytes);
+      ASSERT_TRUE(m.ok()) << m.error().to_string();
+      std::vector<UniqueFd> owned;
+      for (int fd : raw) owned.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      suc.on_message(m.value(), std::move(owned));
+    }
+    suc_env.applied = inc_env.lsn;
+    inc.tick();
+    suc.tick();
+  }
+  EXPECT_EQ(inc.phase(), IncumbentPhase::kCommitted);
+  EXPECT_EQ(suc.phase(), SuccessorPhase::kServing);
+  EXPECT_EQ(suc_env.served.size(), 2u);
+  EXPECT_EQ(suc_env.served[1].state, "state1");
+}
+
+}  // namespace
+}  // namespace baton::handoff
