@@ -13,6 +13,7 @@
 
 #include "baton/fd.h"
 #include "baton/result.h"
+#include "baton/runtime.h"
 #include "handoff/messages.h"
 
 namespace baton::handoff {
@@ -31,21 +32,8 @@ struct SectionVersion {
   uint32_t version = 0;
 };
 
-/// When to freeze, slow the server down, or give up while deltas stream.
-struct LagPolicy {
-  uint64_t converge_bytes = uint64_t{256} << 10;  // freeze once the backlog is this small
-  uint64_t throttle_bytes = uint64_t{16} << 20;   // ask the server to slow down above this
-  uint64_t abort_bytes = uint64_t{128} << 20;     // abort above this
-  int64_t converge_within_us = 10'000'000;        // abort if not converged this long after RESTORED
-};
-
-/// Deadlines per phase, in microseconds.
-struct Timeouts {
-  int64_t hello_us = 5'000'000;       // spawn -> HELLO
-  int64_t restored_us = 120'000'000;  // CHECKPOINT_READY -> RESTORED
-  int64_t prepared_us = 5'000'000;    // FROZEN -> PREPARED (the successor's HELLO and
-                                      // final-delta waits use hello_us and prepared_us too)
-};
+using baton::LagPolicy;
+using baton::Timeouts;
 
 /// One upgrade's line in the event log (docs/protocol.md, "Timeline").
 struct TimelineRecord {

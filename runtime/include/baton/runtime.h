@@ -1,0 +1,119 @@
+// Runtime: the object a server builds in main() to upgrade its own binary while serving.
+// It owns the Registry, watches SIGUSR2, and runs the handoff (docs/protocol.md) from the
+// server's own loop through one pollable fd.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baton/fd.h"
+#include "baton/result.h"
+#include "baton/section.h"
+
+namespace baton {
+
+/// A socket the server hands over at freeze. The fd stays the server's until committed().
+struct FrozenSocket {
+  int fd = -1;
+  std::string tag;    // the server's label, e.g. "listener" or "conn"
+  std::string state;  // opaque per-connection bytes (at most 64 KiB), e.g. a half-read request
+};
+
+/// A socket a successor inherits, owned.
+struct InheritedSocket {
+  UniqueFd fd;
+  std::string tag;
+  std::string state;
+};
+
+/// What the runtime asks of the server during an upgrade; called on the server's thread
+/// from inside Runtime::service().
+class UpgradeHooks {
+ public:
+  virtual ~UpgradeHooks() = default;
+  /// Stop accepting and reading (the kernel queues new connections and bytes); keep
+  /// every fd open; return every listener and connection to hand over.
+  virtual std::vector<FrozenSocket> freeze() = 0;
+  /// The upgrade aborted after freeze(): serve on with the same fds.
+  virtual void unfreeze() = 0;
+  /// The delta stream lags: slow down (optional).
+  virtual void throttle(bool on) { (void)on; }
+  /// The successor owns the sockets now. Never touch them again; close and exit.
+  virtual void committed() = 0;
+};
+
+/// Lag policy while deltas stream to the successor.
+struct LagPolicy {
+  uint64_t converge_bytes = uint64_t{256} << 10;  // freeze once the backlog is this small
+  uint64_t throttle_bytes = uint64_t{16} << 20;   // throttle the server above this
+  uint64_t abort_bytes = uint64_t{128} << 20;     // abort above this
+  int64_t converge_within_us = 10'000'000;        // abort if not converged this long after restore
+};
+
+/// Deadlines of the handoff phases, in microseconds.
+struct Timeouts {
+  int64_t hello_us = 5'000'000;       // spawn -> HELLO
+  int64_t restored_us = 120'000'000;  // checkpoint sent -> RESTORED
+  int64_t prepared_us = 5'000'000;    // FROZEN -> PREPARED
+};
+
+struct RuntimeOptions {
+  /// The successor's executable. Empty: the file this process was started from, read
+  /// from disk at upgrade time (install the new binary there, then signal).
+  std::string successor_path;
+  /// Appended to this process's own arguments for the successor (a later flag wins in
+  /// most parsers). Tests use it to start an incompatible successor.
+  std::vector<std::string> successor_extra_args;
+  /// One JSON line per upgrade, committed or aborted. Empty: none.
+  std::string event_log;
+  /// Rewritten atomically with the pid of whichever process serves. Empty: none.
+  std::string pidfile;
+  LagPolicy lag;
+  Timeouts timeouts;
+  /// Bound on captured deltas not yet framed (DeltaLog limit).
+  size_t delta_limit_bytes = size_t{256} << 20;
+};
+
+class Runtime {
+ public:
+  /// Builds the runtime for this process from its own argc/argv. A successor (spawned by
+  /// an incumbent's runtime) recognizes itself from its environment. Blocks SIGUSR2 and
+  /// receives it through a signalfd: build the Runtime before starting other threads.
+  static Result<std::unique_ptr<Runtime>> create(int argc, char** argv, RuntimeOptions options);
+  ~Runtime();
+
+  Registry& registry();
+  bool is_successor() const;
+  /// 1 for a process started by hand, +1 per committed upgrade.
+  uint64_t generation() const;
+
+  /// Successor only, after registering sections: restores the state, replays deltas and
+  /// receives the sockets. On success the caller serves them at once; on error it exits
+  /// (the incumbent serves on).
+  Result<std::vector<InheritedSocket>> take_over();
+
+  /// The server is ready to serve (call once, with hooks that outlive the runtime):
+  /// writes the pidfile and, under systemd, MAINPID=/READY=1.
+  void serving(UpgradeHooks& hooks);
+
+  /// Watch this fd for readability in the server's loop and call service() when it is
+  /// readable, and at least every service_interval_ms() while it is >= 0.
+  int poll_fd() const;
+  int service_interval_ms() const;
+  /// Does due runtime work: signals, control messages, checkpoint slices, the delta stream.
+  void service();
+
+  /// Starts an upgrade as SIGUSR2 does. Refused (kState, and logged) while one runs.
+  Result<void> request_upgrade();
+  bool upgrading() const;
+
+  class Impl;
+
+ private:
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace baton

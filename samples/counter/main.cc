@@ -1,0 +1,165 @@
+// counter: a TCP server that counts, and replaces its own binary on SIGUSR2 without
+// dropping a connection or a count. Commands, one per line: INCR, GET, PID, GEN.
+#include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "baton/runtime.h"
+#include "baton/tracked_map.h"
+
+using namespace baton;
+
+class Counter final : public UpgradeHooks {
+ public:
+  Counter(Runtime& rt, TrackedMap& state, int epoll) : rt_(rt), state_(state), ep_(epoll) {}
+
+  void listen_on(UniqueFd fd) {
+    listener_ = std::move(fd);
+    watch(listener_.get());
+  }
+  void adopt(UniqueFd fd, std::string pending) {
+    int raw = fd.get();
+    conns_[raw] = {std::move(fd), std::move(pending)};
+    watch(raw);
+    handle_lines(raw);  // a request half-read by the previous generation
+  }
+  void on_ready(int fd) {
+    if (fd == listener_.get()) {
+      for (int c; (c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;)
+        adopt(UniqueFd(c), "");
+      return;
+    }
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return drop(fd);
+    conns_[fd].in.append(buf, static_cast<size_t>(n));
+    handle_lines(fd);
+  }
+  bool done() const { return done_; }
+
+  // --- UpgradeHooks: stop reading and accepting, hand every socket over.
+  std::vector<FrozenSocket> freeze() override {
+    std::vector<FrozenSocket> out{{listener_.get(), "listener", ""}};
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, listener_.get(), nullptr);
+    for (auto& [fd, c] : conns_) {
+      ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+      out.push_back({fd, "conn", c.in});
+    }
+    return out;
+  }
+  void unfreeze() override {
+    watch(listener_.get());
+    for (auto& [fd, c] : conns_) watch(fd);
+  }
+  void committed() override { done_ = true; }
+
+ private:
+  struct Conn {
+    UniqueFd fd;
+    std::string in;
+  };
+  void watch(int fd) {
+    epoll_event ev{EPOLLIN, {.fd = fd}};
+    ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  void drop(int fd) {
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+    conns_.erase(fd);
+  }
+  void handle_lines(int fd) {
+    auto it = conns_.find(fd);
+    for (size_t nl; it != conns_.end() && (nl = it->second.in.find('\n')) != std::string::npos;) {
+      std::string cmd = it->second.in.substr(0, nl);
+      it->second.in.erase(0, nl + 1);
+      if (!cmd.empty() && cmd.back() == '\r') cmd.pop_back();
+      std::string reply;
+      if (cmd == "INCR") {
+        reply = std::to_string(state_.incr_by("count", 1).value());
+      } else if (cmd == "GET") {
+        const Entry* e = state_.find("count");
+        reply = e ? std::string(e->str()) : "0";
+      } else if (cmd == "PID") {
+        reply = std::to_string(::getpid());
+      } else if (cmd == "GEN") {
+        reply = std::to_string(rt_.generation());
+      } else {
+        reply = "ERR unknown command '" + cmd.substr(0, 32) + "'";
+      }
+      reply += '\n';
+      if (::write(fd, reply.data(), reply.size()) < 0) return drop(fd);
+    }
+    if (it != conns_.end() && it->second.in.size() > 4096) drop(fd);  // no line that long
+  }
+
+  Runtime& rt_;
+  TrackedMap& state_;
+  int ep_;
+  UniqueFd listener_;
+  std::map<int, Conn> conns_;
+  bool done_ = false;
+};
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> flag = {
+      {"--port", "0"}, {"--bind", "127.0.0.1"}, {"--schema-version", "1"}};
+  for (int i = 1; i + 1 < argc; i += 2) flag[argv[i]] = argv[i + 1];
+  RuntimeOptions opt;
+  opt.pidfile = flag["--pidfile"];
+  opt.event_log = flag["--event-log"];
+  auto rt = Runtime::create(argc, argv, opt);
+  if (!rt.ok()) return std::fprintf(stderr, "counter: %s\n", rt.error().to_string().c_str()), 2;
+  uint32_t version = static_cast<uint32_t>(std::atoi(flag["--schema-version"].c_str()));
+  TrackedMap state("counter", version);
+  (void)state.migrations().add(version + 1, version, [](std::string_view, Entry&) {});
+  (void)state.migrations().add(version - 1, version, [](std::string_view, Entry&) {});
+  (void)(*rt)->registry().add(state);
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  Counter counter(**rt, state, ep);
+
+  if ((*rt)->is_successor()) {
+    auto inherited = (*rt)->take_over();
+    if (!inherited.ok()) {
+      return std::fprintf(stderr, "counter: %s\n", inherited.error().to_string().c_str()), 1;
+    }
+    for (InheritedSocket& s : *inherited) {
+      if (s.tag == "listener")
+        counter.listen_on(std::move(s.fd));
+      else
+        counter.adopt(std::move(s.fd), std::move(s.state));
+    }
+  } else {
+    UniqueFd l(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(std::atoi(flag["--port"].c_str()))), {}, {}};
+    int one = 1;
+    ::setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t len = sizeof a;
+    if (::inet_pton(AF_INET, flag["--bind"].c_str(), &a.sin_addr) != 1 ||
+        ::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(l.get(), 1024) != 0 ||
+        ::getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      return std::perror("counter: listen"), 2;
+    }
+    if (!flag["--port-file"].empty())
+      std::ofstream(flag["--port-file"]) << ntohs(a.sin_port) << "\n";
+    counter.listen_on(std::move(l));
+  }
+  epoll_event rt_ev{EPOLLIN, {.fd = (*rt)->poll_fd()}};
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, (*rt)->poll_fd(), &rt_ev);
+  (*rt)->serving(counter);
+
+  while (!counter.done()) {
+    epoll_event ev[64];
+    int n = ::epoll_wait(ep, ev, 64, (*rt)->service_interval_ms());
+    for (int i = 0; i < n; ++i) {
+      if (ev[i].data.fd != (*rt)->poll_fd()) counter.on_ready(ev[i].data.fd);
+    }
+    (*rt)->service();
+  }
+  return 0;  // committed: the successor serves; our copies of the fds close with us
+}
