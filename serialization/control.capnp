@@ -72,6 +72,10 @@ struct Commit {            # incumbent -> successor: the fds are yours
   timings @1 :Timings;
 }
 
+struct Serving {           # successor -> incumbent: COMMIT received; serving from now on
+  pid @0 :Int32;
+}
+
 struct Abort {             # either way: the upgrade is off
   reason @0 :Text;
 }
@@ -87,5 +91,6 @@ struct Message {
     prepared @6 :Prepared;
     commit @7 :Commit;
     abort @8 :Abort;
+    serving @9 :Serving;
   }
 }

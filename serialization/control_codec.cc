@@ -105,8 +105,10 @@ std::string encode_message(const Message& m) {
           auto c = root.initCommit();
           c.setGeneration(v.generation);
           fill(c.initTimings(), v.timings);
-        } else {
+        } else if constexpr (std::is_same_v<T, Abort>) {
           root.initAbort().setReason(text(v.reason));
+        } else {
+          root.initServing().setPid(v.pid);
         }
       },
       m);
@@ -175,6 +177,8 @@ Result<Message> decode_message(std::string_view packet) {
       }
       case wire::Message::ABORT:
         return Message(Abort{str(root.getAbort().getReason())});
+      case wire::Message::SERVING:
+        return Message(handoff::Serving{root.getServing().getPid()});
       default:
         return Error(ErrorKind::kVersion, "control message of unknown type " +
                                               std::to_string(static_cast<int>(root.which())) +

@@ -19,7 +19,8 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       FdBatch{{{"listener", ""}, {"conn", std::string("half\0read", 9)}}},
       Prepared{120, 3},
       Commit{9, t},
-      Abort{"successor crashed"}};
+      Abort{"successor crashed"},
+      Serving{77}};
   for (const Message& m : all) {
     auto back = serialization::decode_message(serialization::encode_message(m));
     ASSERT_TRUE(back.ok()) << message_name(m) << ": " << back.error().to_string();
@@ -40,7 +41,7 @@ TEST(ControlCodec, GarbageAndTruncationAreErrorsNotCrashes) {
     refused += serialization::decode_message(bad).ok() ? 0 : 1;
   }
   EXPECT_GT(refused, 0);  // some flips hit plain data and still decode: that is fine
-  auto odd = serialization::decode_message(std::string(24, '\xff'));
+  auto odd = serialization::decode_message(std::string(24, '\xff'));  // not one message
   ASSERT_FALSE(odd.ok());
   EXPECT_EQ(odd.error().kind(), ErrorKind::kCorrupt);
 }

@@ -140,6 +140,9 @@ TEST(IncumbentMachine, CommitsAfterCheckpointCatchUpFreezeAndPrepared) {
   EXPECT_EQ(batches[0]->fds[1].state, "state1");
   EXPECT_EQ(env.sent.back().fds, env.socket_fds);
   m.on_message(Prepared{150, 2});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitServing);  // still frozen
+  EXPECT_EQ(env.events.back(), "freeze");
+  m.on_message(Serving{4242});
   EXPECT_EQ(m.phase(), IncumbentPhase::kCommitted);
   auto commits = env.sent_of<Commit>();
   ASSERT_EQ(commits.size(), 1u);
@@ -174,7 +177,7 @@ TEST(IncumbentMachine, RefusesAtHelloNamingBothVersions) {
   Hello missing = good_hello();
   missing.sections = {{"other", 1, 9}};
   for (const Case& c :
-       {Case{old_protocol, "successor speaks protocol version 0, this incumbent speaks 1"},
+       {Case{old_protocol, "successor speaks protocol version 0, this incumbent speaks 2"},
         Case{v1_only,
              "successor reads section 'kv' schema versions 1..1, this incumbent writes "
              "version 2"},
@@ -296,6 +299,21 @@ TEST(IncumbentMachine, AbortsWhenDeltasDoNotConvergeAfterRestore) {
   EXPECT_NE(m.last_abort().find("did not converge within 1.0 s"), std::string::npos);
 }
 
+TEST(IncumbentMachine, SuccessorDyingBetweenCommitAndServingLeavesTheIncumbentServing) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);
+  m.on_message(Prepared{100, 2});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
+  m.on_successor_gone("killed by signal 9");
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  auto kill = std::find(env.events.begin(), env.events.end(), "kill");
+  auto unfreeze = std::find(env.events.begin(), env.events.end(), "unfreeze");
+  ASSERT_NE(unfreeze, env.events.end());
+  EXPECT_LT(kill, unfreeze);
+  EXPECT_EQ(std::count(env.events.begin(), env.events.end(), "committed"), 0);
+}
+
 TEST(IncumbentMachine, HandsTenThousandFdsInBatchesOfAtMost253) {
   FakeIncumbent env;
   env.sockets_at_freeze = 10000;
@@ -410,6 +428,7 @@ TEST(SuccessorMachine, HelloRestoreReplayPrepareAndServeOnCommit) {
   EXPECT_EQ(s.phase(), SuccessorPhase::kPrepared);
   s.on_message(Commit{5, {}}, {});
   EXPECT_EQ(s.phase(), SuccessorPhase::kServing);
+  EXPECT_EQ(std::get<Serving>(env.sent.back()).pid, 4242);  // confirmed before serving
   ASSERT_EQ(env.served.size(), 2u);
   EXPECT_EQ(env.served[1].state, "GET /");
   EXPECT_FALSE(env.served_as_takeover);

@@ -183,6 +183,13 @@ void IncumbentMachine::on_message(const Message& m) {
     if (auto r = env_.send(c, {}); !r.ok()) {
       return abort("sending COMMIT: " + r.error().to_string(), false);
     }
+    // Still frozen: exit only once the successor confirms it serves. If it dies before
+    // SERVING it never touched a socket, and this process can serve on.
+    phase_ = IncumbentPhase::kAwaitServing;
+    deadline_us_ = env_.now_us() + timeouts_.prepared_us;
+    return;
+  }
+  if (std::holds_alternative<Serving>(m) && phase_ == IncumbentPhase::kAwaitServing) {
     phase_ = IncumbentPhase::kCommitted;
     ++generation_;
     env_.log("upgrade to generation " + std::to_string(generation_) + " committed");
@@ -259,6 +266,12 @@ void IncumbentMachine::tick() {
       if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
       if (now >= deadline_us_) {
         return abort("successor sent no PREPARED within " + seconds(timeouts_.prepared_us));
+      }
+      return;
+    case IncumbentPhase::kAwaitServing:
+      if (now >= deadline_us_) {
+        return abort("successor sent no SERVING within " + seconds(timeouts_.prepared_us) +
+                     " of COMMIT");
       }
       return;
     default:
@@ -391,6 +404,10 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   }
   if (const auto* c = std::get_if<Commit>(&m); c && phase_ == SuccessorPhase::kPrepared) {
     commit_ = *c;
+    // Confirm before the first read from a socket: until then the incumbent may resume.
+    if (auto r = env_.send(Serving{pid_}); !r.ok()) {
+      return fail("sending SERVING: " + r.error().to_string(), false);
+    }
     phase_ = SuccessorPhase::kServing;
     env_.serve(std::move(sockets_), commit_, false);
     sockets_.clear();

@@ -54,7 +54,9 @@ enum class IncumbentPhase {
   kCheckpointing,
   kCatchUp,
   kAwaitPrepared,
+  kAwaitServing,
   kCommitted
+
 };
 std::string_view to_string(IncumbentPhase phase);
 

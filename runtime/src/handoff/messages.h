@@ -13,7 +13,7 @@
 namespace baton::handoff {
 
 /// Bumped whenever serialization/control.capnp or the phase order changes.
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 /// The largest control message accepted; fd batches are split below it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 /// The largest per-connection state the server may hand over with one fd.
@@ -101,8 +101,13 @@ struct Abort {
   bool operator==(const Abort&) const = default;
 };
 
+struct Serving {
+  int32_t pid = 0;
+  bool operator==(const Serving&) const = default;
+};
+
 using Message = std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared,
-                             Commit, Abort>;
+                             Commit, Abort, Serving>;
 
 /// "HELLO", "WELCOME", ... for logs and errors.
 std::string_view message_name(const Message& m);
