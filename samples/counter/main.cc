@@ -92,7 +92,7 @@ class Counter final : public UpgradeHooks {
         reply = "ERR unknown command '" + cmd.substr(0, 32) + "'";
       }
       reply += '\n';
-      if (::write(fd, reply.data(), reply.size()) < 0) return drop(fd);
+      if (::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL) < 0) return drop(fd);
     }
     if (it != conns_.end() && it->second.in.size() > 4096) drop(fd);  // no line that long
   }
@@ -112,6 +112,15 @@ int main(int argc, char** argv) {
   RuntimeOptions opt;
   opt.pidfile = flag["--pidfile"];
   opt.event_log = flag["--event-log"];
+  opt.control_socket = flag["--control"];
+  if (flag.count("--successor-schema")) {  // tests: start an incompatible successor
+    opt.successor_extra_args = {"--schema-version", flag["--successor-schema"]};
+  }
+  if (flag.count("--timeout-ms")) {  // every handoff deadline, for tests
+    int64_t us = std::atoll(flag["--timeout-ms"].c_str()) * 1000;
+    opt.timeouts = {us, us, us};
+  }
+
   auto rt = Runtime::create(argc, argv, opt);
   if (!rt.ok()) return std::fprintf(stderr, "counter: %s\n", rt.error().to_string().c_str()), 2;
   uint32_t version = static_cast<uint32_t>(std::atoi(flag["--schema-version"].c_str()));

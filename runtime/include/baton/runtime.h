@@ -70,6 +70,11 @@ struct RuntimeOptions {
   std::string event_log;
   /// Rewritten atomically with the pid of whichever process serves. Empty: none.
   std::string pidfile;
+  /// A Unix stream socket for `batonctl` (commands "upgrade", "status"). A leading '@'
+  /// means the abstract namespace. Peers of another uid are refused (SO_PEERCRED). The
+  /// socket is handed to the successor like the server's own. Empty: none.
+  std::string control_socket;
+
   LagPolicy lag;
   Timeouts timeouts;
   /// Bound on captured deltas not yet framed (DeltaLog limit).

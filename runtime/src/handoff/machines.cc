@@ -11,8 +11,6 @@
 #include "baton/unix_socket.h"
 
 namespace baton::handoff {
-namespace {
-
 std::string json_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -38,6 +36,8 @@ std::string json_escape(std::string_view s) {
   }
   return out;
 }
+
+namespace {
 
 std::string seconds(int64_t us) {
   char buf[32];
@@ -78,6 +78,9 @@ std::string_view to_string(IncumbentPhase phase) {
       return "catch-up";
     case IncumbentPhase::kAwaitPrepared:
       return "await-prepared";
+    case IncumbentPhase::kAwaitServing:
+      return "await-serving";
+
     case IncumbentPhase::kCommitted:
       return "committed";
   }

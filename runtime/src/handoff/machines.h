@@ -46,6 +46,9 @@ struct TimelineRecord {
   std::string to_json() const;
 };
 
+/// Escapes `s` for use inside a JSON string.
+std::string json_escape(std::string_view s);
+
 // ---------------------------------------------------------------- incumbent
 
 enum class IncumbentPhase {

@@ -42,6 +42,7 @@ constexpr const char* kEnvControl = "BATON_CONTROL_FD";
 constexpr const char* kEnvStream = "BATON_STREAM_FD";
 constexpr const char* kEnvGeneration = "BATON_GENERATION";
 constexpr int kSocketBuffer = 4 << 20;
+constexpr const char* kControlTag = "baton.control";  // the batonctl listener, handed over too
 
 int64_t monotonic_us() {
   timespec ts;
@@ -169,7 +170,81 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
       ::unsetenv(kEnvGeneration);
     }
     machine_.emplace(*this, generation_, options_.lag, options_.timeouts);
+    if (!successor_ && !options_.control_socket.empty()) BATON_TRY(listen_control());
     return ok();
+  }
+
+  // ---------------------------------------------------------------- batonctl socket
+
+  Result<void> listen_control() {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string& path = options_.control_socket;
+    if (path.size() >= sizeof addr.sun_path) {
+      return Error(ErrorKind::kInvalidArgument,
+                   "control socket path '" + path + "' is longer than " +
+                       std::to_string(sizeof addr.sun_path - 1) + " bytes");
+    }
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    if (path[0] == '@') {
+      addr.sun_path[0] = '\0';
+    } else {
+      ::unlink(path.c_str());  // a stale socket from a crashed process
+    }
+    BATON_ASSIGN_OR_RETURN(int fd, BATON_SYSCALL(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+    UniqueFd l(fd);
+    auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+    BATON_TRY(BATON_SYSCALL(::bind(l.get(), reinterpret_cast<sockaddr*>(&addr), len),
+                            "control socket ", path));
+    BATON_TRY(BATON_SYSCALL(::listen(l.get(), 16), "control socket ", path));
+    return adopt_control(std::move(l));
+  }
+
+  Result<void> adopt_control(UniqueFd listener) {
+    BATON_TRY(set_nonblocking(listener.get(), true));
+    control_listener_ = std::move(listener);
+    return watch(control_listener_.get());
+  }
+
+  void serve_control() {
+    for (int c; (c = ::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+      UniqueFd conn(c);
+      timeval tv{1, 0};  // batonctl writes its command at once
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      std::string reply;
+      auto cred = peer_credentials(c);
+      if (!cred.ok() || cred->uid != ::geteuid()) {
+        unsigned uid = cred.ok() ? cred->uid : ~0u;
+        reply = "error: uid " + std::to_string(uid) +
+                " may not control this process (SO_PEERCRED); only uid " +
+                std::to_string(::geteuid()) + " may\n";
+        say("refused a control connection from pid " + std::to_string(cred.ok() ? cred->pid : 0) +
+            " uid " + std::to_string(uid));
+      } else {
+        char buf[256];
+        ssize_t n = ::read(c, buf, sizeof buf - 1);
+        std::string cmd(buf, n > 0 ? static_cast<size_t>(n) : 0);
+        while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
+        reply = control_command(cmd);
+      }
+      (void)!::write(c, reply.data(), reply.size());
+    }
+  }
+
+  std::string control_command(const std::string& cmd) {
+    if (cmd == "upgrade") {
+      auto r = machine_->request_upgrade();
+      if (!r.ok()) return "error: " + r.error().message() + "\n";
+      return "ok: upgrade to generation " + std::to_string(generation_ + 1) + " started\n";
+    }
+    if (cmd == "status") {
+      return "{\"pid\":" + std::to_string(::getpid()) +
+             ",\"generation\":" + std::to_string(generation_) + ",\"phase\":\"" +
+             std::string(handoff::to_string(machine_->phase())) + "\",\"last_abort\":\"" +
+             handoff::json_escape(machine_->last_abort()) + "\"}\n";
+    }
+    return "error: unknown command '" + cmd.substr(0, 64) + "'; use upgrade or status\n";
   }
 
   Result<void> watch(int fd) {
@@ -199,10 +274,14 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
           say("SIGUSR2 from pid " + std::to_string(info.ssi_pid));
           (void)machine_->request_upgrade();
         }
+      } else if (fd == control_listener_.get()) {
+        serve_control();
       } else if (fd == control_.get()) {
         read_control();
       } else if (fd == pidfd_.get()) {
+        read_control();  // a last message (an ABORT with its reason) comes first
         int status = 0;
+
         if (successor_pid_ > 0 && ::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
           successor_pid_ = 0;
           machine_->on_successor_gone(describe_exit(status));
@@ -217,6 +296,9 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
       auto msg = recv_fds(control_.get(), handoff::kMaxMessageBytes);
       if (!msg.ok()) {
         if (msg.error().sys_errno() == EAGAIN) return;
+        if (auto why = pending_abort()) {
+          return machine_->on_message(handoff::Abort{*why});
+        }
         return machine_->on_successor_gone("control channel: " + msg.error().to_string());
       }
       if (msg->bytes.empty()) return machine_->on_successor_gone("closed the control channel");
@@ -325,9 +407,16 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     // The control socket is nonblocking for reads; a full send buffer is waited out.
     for (int attempt = 0;; ++attempt) {
       auto r = send_fds(control_.get(), bytes, fds);
-      if (r.ok() || r.error().sys_errno() != EAGAIN || attempt > 2000) return r;
-      pollfd p{control_.get(), POLLOUT, 0};
-      ::poll(&p, 1, 1);
+      if (!r.ok() && r.error().sys_errno() == EAGAIN && attempt <= 2000) {
+        pollfd p{control_.get(), POLLOUT, 0};
+        ::poll(&p, 1, 1);
+        continue;
+      }
+      if (!r.ok()) {
+        if (auto why = pending_abort())
+          return Error(ErrorKind::kAborted, "successor aborted: " + *why);
+      }
+      return r;
     }
   }
 
@@ -372,7 +461,31 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
       deltas_sent_ += count;
       sender_->enqueue(std::move(frame));
     }
-    return sender_->pump();
+    auto r = sender_->pump();
+    if (!r.ok()) {
+      // A successor that gives up says why on the control channel before it exits; that
+      // reason beats the broken pipe it leaves behind.
+      if (auto why = pending_abort())
+        return Error(ErrorKind::kAborted, "successor aborted: " + *why);
+      return std::move(r).error().with_context("the successor closed the delta stream");
+    }
+    return ok();
+  }
+
+  // An ABORT the successor sent and this process has not read yet, if any.
+  // Unix sockets report ECONNRESET once when the peer closed with unread data, and still
+  // hold the peer's last messages behind it: read past it.
+  std::optional<std::string> pending_abort() {
+    for (int i = 0; i < 64 && control_; ++i) {
+      auto msg = recv_fds(control_.get(), handoff::kMaxMessageBytes);
+      if (!msg.ok() && msg.error().sys_errno() == ECONNRESET) continue;
+      if (!msg.ok() || msg->bytes.empty()) return std::nullopt;
+      auto decoded = serialization::decode_message(msg->bytes);
+      if (decoded.ok()) {
+        if (auto* a = std::get_if<handoff::Abort>(&decoded.value())) return a->reason;
+      }
+    }
+    return std::nullopt;
   }
   uint64_t backlog_bytes() override {
     return (sender_ ? sender_->queued_bytes() : 0) + registry_.log().pending_bytes();
@@ -382,6 +495,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
 
   std::vector<HandoffSocket> freeze() override {
     std::vector<HandoffSocket> out;
+    if (control_listener_) out.push_back({control_listener_.get(), kControlTag, ""});
     if (hooks_ == nullptr) return out;
     for (FrozenSocket& s : hooks_->freeze()) out.push_back({s.fd, s.tag, std::move(s.state)});
     return out;
@@ -504,6 +618,10 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
              bool incumbent_gone) override {
     const int64_t serving_at = monotonic_us();
     for (HandoffSocket& s : sockets) {
+      if (s.tag == kControlTag && !control_listener_) {
+        if (auto r = adopt_control(UniqueFd(s.fd)); !r.ok()) say(r.error().to_string());
+        continue;
+      }
       inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state)});
     }
     if (commit.generation != 0) generation_ = commit.generation;
@@ -519,7 +637,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     r.total_us = t.start_us ? serving_at - t.start_us : 0;
     r.checkpoint_bytes = t.checkpoint_bytes;
     r.deltas = t.deltas;
-    r.fds = inherited_.size();
+    r.fds = sockets.size();
+
     append_line(options_.event_log, r.to_json());
     control_.reset();
     stream_.reset();
@@ -542,7 +661,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   std::string exe_;
   bool successor_ = false;
   uint64_t generation_ = 1;
-  UniqueFd signal_fd_, epoll_, control_, stream_, pidfd_;
+  UniqueFd signal_fd_, epoll_, control_, stream_, pidfd_, control_listener_;
   pid_t successor_pid_ = 0;
   std::optional<handoff::IncumbentMachine> machine_;
   UpgradeHooks* hooks_ = nullptr;

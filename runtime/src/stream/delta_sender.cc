@@ -77,7 +77,11 @@ Result<void> DeltaSender::pump() {
   if (backend_ == Backend::kWritev) {
     while (!frames_.empty()) {
       size_t n = fill_iov();
-      ssize_t w = ::writev(sock_, iov_.data(), static_cast<int>(n));
+      msghdr msg{};
+      msg.msg_iov = iov_.data();
+      msg.msg_iovlen = n;
+      // MSG_NOSIGNAL: a successor that died must be an error here, not a SIGPIPE.
+      ssize_t w = ::sendmsg(sock_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) return ok();
@@ -103,7 +107,13 @@ Result<void> DeltaSender::pump() {
     size_t n = fill_iov();
     io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
     if (sqe == nullptr) return ok();
-    io_uring_prep_writev(sqe, sock_, iov_.data(), static_cast<unsigned>(n), 0);
+    msg_ = msghdr{};
+    msg_.msg_iov = iov_.data();
+    msg_.msg_iovlen = n;
+    // sendmsg, not writev: only sendmsg takes MSG_NOSIGNAL, and a write to a dead
+    // successor would otherwise raise SIGPIPE in this process.
+    io_uring_prep_sendmsg(sqe, sock_, &msg_, MSG_NOSIGNAL);
+
     int submitted = io_uring_submit(ring_.get());
     if (submitted < 0) {
       return Error(ErrorKind::kSystem, "submitting a delta write to io_uring", -submitted);

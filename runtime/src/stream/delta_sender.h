@@ -2,6 +2,7 @@
 // blocking the server's loop, by io_uring (the default) or plain nonblocking writev.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -45,6 +46,7 @@ class DeltaSender {
   size_t front_offset_ = 0;  // bytes of frames_.front() already sent
   uint64_t queued_bytes_ = 0;
   std::vector<iovec> iov_;
+  msghdr msg_{};  // the in-flight io_uring sendmsg's header; lives as long as the write
 };
 
 }  // namespace baton

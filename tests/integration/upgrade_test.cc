@@ -1,0 +1,391 @@
+// Live upgrades of samples/counter as real processes: connections survive, counts stay
+// exact, every failure before COMMIT leaves the incumbent serving. Loopback only, port 0,
+// a temporary directory per test, bounded waits; every process is reaped.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "shm_util.h"
+
+extern char** environ;
+
+namespace baton {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Waits up to `seconds` for `pred`, polling every 10 ms.
+template <typename F>
+bool eventually(F pred, double seconds = 15) {
+  auto until = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+class Client {
+ public:
+  explicit Client(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(port)), {htonl(INADDR_LOOPBACK)}, {}};
+    timeval tv{10, 0};
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    connected_ = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  bool connected() const { return connected_; }
+  // One command, one reply line; "" on a closed or silent connection.
+  std::string cmd(const std::string& c) {
+    std::string line = c + "\n";
+    if (::write(fd_.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+      return "";
+    for (;;) {
+      size_t nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string out = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return out;
+      }
+      char tmp[256];
+      ssize_t n = ::read(fd_.get(), tmp, sizeof tmp);
+      if (n <= 0) return "";
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+  long num(const std::string& c) { return std::atol(cmd(c).c_str()); }
+
+ private:
+  UniqueFd fd_;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+// One counter server (and whatever generations follow it) in a private directory.
+class Server {
+ public:
+  explicit Server(std::vector<std::string> args, std::string failpoints = "",
+                  std::string binary = COUNTER_BIN) {
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // orphaned successors become ours to reap
+    char tmpl[] = "/tmp/baton-it-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    std::vector<std::string> argv_s = {binary,        "--port",       "0",
+                                       "--port-file", dir_ + "/port", "--pidfile",
+                                       dir_ + "/pid", "--event-log",  dir_ + "/events"};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s;
+    for (char** e = environ; *e; ++e) {
+      if (std::string_view(*e).starts_with("BATON_")) continue;
+      env_s.emplace_back(*e);
+    }
+    if (!failpoints.empty()) env_s.push_back("BATON_FAILPOINTS=" + failpoints);
+    std::vector<char*> envp;
+    for (auto& e : env_s) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    std::string log = dir_ + "/log";
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (::posix_spawn(&first_pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) {
+      first_pid_ = 0;
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    eventually([&] { return !slurp(dir_ + "/port").empty() && serving_pid() > 0; }, 10);
+    port_ = std::atoi(slurp(dir_ + "/port").c_str());
+  }
+
+  ~Server() {
+    // Kill what we started (the first process and the generations the pidfile names),
+    // then reap every child, within a deadline.
+    for (pid_t p : {serving_pid(), first_pid_})
+      if (p > 0) ::kill(p, SIGKILL);
+    auto until = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < until) {
+      pid_t r = ::waitpid(-1, nullptr, WNOHANG);
+      if (r < 0) break;  // no children left
+      if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    fs::remove_all(dir_);
+  }
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  pid_t first_pid() const { return first_pid_; }
+  pid_t serving_pid() const { return std::atoi(slurp(dir_ + "/pid").c_str()); }
+  std::string log() const { return slurp(dir_ + "/log"); }
+  std::vector<std::string> events() const {
+    std::vector<std::string> out;
+    std::istringstream in(slurp(dir_ + "/events"));
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  }
+  bool upgrade_ended() const { return !events().empty(); }
+  // The pids of a process's children: a reaped successor is not among them.
+  static std::string children(pid_t pid) {
+    return slurp("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  }
+
+ private:
+  std::string dir_;
+  pid_t first_pid_ = 0;
+  int port_ = 0;
+};
+
+// Sends INCRs on `c` until `done()` or a deadline, checking each reply is the last + 1.
+long incr_until(Client& c, long last, const std::function<bool()>& done, double seconds = 15) {
+  auto until = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < until && !done()) {
+    long v = c.num("INCR");
+    EXPECT_EQ(v, last + 1) << "a count was lost or doubled";
+    if (v != last + 1) return v;
+    last = v;
+  }
+  return last;
+}
+
+TEST(LiveUpgrade, ClientKeepsItsConnectionNewOnesAreServedAndTheCountIsExact) {
+  Server s({"--control", "@baton-it-" + std::to_string(::getpid())});
+  ASSERT_GT(s.port(), 0);
+  Client c(s.port());
+  ASSERT_TRUE(c.connected());
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(c.num("INCR"), i + 1);
+  const pid_t before = s.serving_pid();
+  ASSERT_EQ(::kill(before, SIGUSR2), 0);
+  long last = 50;
+  int fresh_ok = 0;
+  auto until = Clock::now() + std::chrono::seconds(15);
+  while (Clock::now() < until && std::atoi(c.cmd("PID").c_str()) == before) {
+    const long v = c.num("INCR");
+    ASSERT_EQ(v, last + 1) << "a count was lost or doubled";
+    last = v;
+
+    Client fresh(s.port());  // made while the upgrade runs, maybe during the freeze
+    if (fresh.connected() && fresh.num("GET") >= last) ++fresh_ok;
+  }
+  const pid_t after = std::atoi(c.cmd("PID").c_str());
+  EXPECT_NE(after, before) << "the upgrade did not complete; log:\n" << s.log();
+  EXPECT_GT(fresh_ok, 0);
+  EXPECT_TRUE(eventually([&] { return s.serving_pid() == after; }, 5)) << "pidfile not rewritten";
+  EXPECT_EQ(c.num("GET"), last);
+  Client later(s.port());
+  EXPECT_EQ(later.num("INCR"), last + 1);
+  EXPECT_EQ(later.num("GEN"), 2);
+  ASSERT_EQ(s.events().size(), 1u);
+  const std::string e = s.events()[0];
+
+  EXPECT_NE(e.find("\"generation\":2,\"outcome\":\"committed\""), std::string::npos) << e;
+  for (const char* field : {"spawn_us", "checkpoint_us", "catchup_us", "blackout_us", "total_us",
+                            "checkpoint_bytes", "deltas", "\"fds\":"})
+    EXPECT_NE(e.find(field), std::string::npos) << field << " missing in " << e;
+  EXPECT_EQ(testing::count_shm_names("baton-" + std::to_string(before) + "-"), 0);
+}
+
+TEST(LiveUpgrade, SecondSignalDuringAnUpgradeIsRefusedAndLogged) {
+  Server s({"--timeout-ms", "1500"}, "successor.after_hello=hang");
+  const pid_t pid = s.serving_pid();
+  ASSERT_EQ(::kill(pid, SIGUSR2), 0);
+  ASSERT_TRUE(eventually([&] { return s.log().find("spawned successor") != std::string::npos; }));
+  ASSERT_EQ(::kill(pid, SIGUSR2), 0);
+  EXPECT_TRUE(eventually([&] {
+    return s.log().find("upgrade request ignored") != std::string::npos;
+  })) << s.log();
+  ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); }));
+  std::string log = s.log();
+  size_t spawned = 0;
+  for (size_t at = 0; (at = log.find("spawned successor", at)) != std::string::npos; ++at)
+    ++spawned;
+  EXPECT_EQ(spawned, 1u) << "never two successors";
+  Client c(s.port());
+  EXPECT_EQ(c.num("PID"), pid);
+}
+
+struct FailCase {
+  std::string failpoint;
+  // The timeline's reason contains one of these. A crash surfaces wherever the
+  // incumbent next notices it (a failed send or the channel closing), so it has several.
+  std::vector<std::string> reasons;
+};
+
+class SuccessorFails : public ::testing::TestWithParam<FailCase> {};
+
+TEST_P(SuccessorFails, IncumbentServesOnWithExactStateAndReapsIt) {
+  Server s({"--timeout-ms", "1500"}, GetParam().failpoint);
+  Client c(s.port());
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(c.num("INCR"), i + 1);
+  const pid_t pid = s.serving_pid();
+  ASSERT_EQ(::kill(pid, SIGUSR2), 0);
+  long last = incr_until(c, 20, [&] { return s.upgrade_ended(); });
+  ASSERT_TRUE(s.upgrade_ended()) << s.log() << "\nchildren: " << Server::children(pid);
+
+  const std::string e = s.events()[0];
+  EXPECT_NE(e.find("\"outcome\":\"aborted\""), std::string::npos) << e;
+  bool named = false;
+  for (const std::string& r : GetParam().reasons) named |= e.find(r) != std::string::npos;
+  EXPECT_TRUE(named) << e;
+  EXPECT_EQ(c.num("PID"), pid) << "the incumbent must serve on";
+  EXPECT_EQ(c.num("INCR"), last + 1);
+  Client fresh(s.port());
+  EXPECT_EQ(fresh.num("GET"), last + 1);
+  EXPECT_EQ(Server::children(pid), "") << "the successor was not reaped";
+  EXPECT_EQ(testing::count_shm_names("baton-" + std::to_string(pid) + "-"), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EachPhase, SuccessorFails,
+    ::testing::Values(
+        FailCase{"successor.after_hello=crash", {"successor gone in phase", "Broken pipe"}},
+        FailCase{"successor.after_hello=hang", {"successor did not restore within 1.5 s"}},
+        FailCase{"successor.after_restore=crash",
+                 {"successor gone in phase catch-up", "closed the delta stream"}},
+
+        FailCase{"successor.after_restore=hang", {"successor did not restore within 1.5 s"}},
+        FailCase{"successor.after_restore=error", {"fail point successor.after_restore"}},
+        FailCase{"successor.before_prepared=crash",
+                 {"successor gone in phase await-prepared", "successor gone in phase catch-up"}},
+        FailCase{"successor.before_prepared=hang", {"successor sent no PREPARED within 1.5 s"}},
+        FailCase{"successor.after_prepared=crash",
+                 {"successor gone in phase await-prepared", "successor gone in phase await-serving",
+                  "sending COMMIT"}}),
+
+    [](const auto& info) {
+      std::string n = info.param.failpoint;
+      for (char& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
+
+TEST(LiveUpgrade, SuccessorTakesOverWhenTheIncumbentDiesAfterPrepared) {
+  Server s({}, "incumbent.before_commit=crash");
+  Client c(s.port());
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(c.num("INCR"), i + 1);
+  const pid_t before = s.serving_pid();
+  ASSERT_EQ(::kill(before, SIGUSR2), 0);
+  ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
+  const std::string e = s.events()[0];
+  EXPECT_NE(e.find("\"outcome\":\"committed\""), std::string::npos) << e;
+  EXPECT_NE(e.find("took over"), std::string::npos) << e;
+  EXPECT_NE(c.num("PID"), before);
+  EXPECT_EQ(c.num("INCR"), 21) << "every acknowledged write survives the takeover";
+}
+
+TEST(LiveUpgrade, CorruptDeltaFrameAbortsNamingTheChecksum) {
+  Server s({"--timeout-ms", "3000"}, "incumbent.corrupt_frame=error");
+  Client c(s.port());
+  const pid_t pid = s.serving_pid();
+  ASSERT_EQ(::kill(pid, SIGUSR2), 0);
+  long last = incr_until(c, 0, [&] { return s.upgrade_ended(); });  // writes make frames
+  ASSERT_TRUE(s.upgrade_ended()) << s.log();
+  const std::string e = s.events()[0];
+  EXPECT_NE(e.find("\"outcome\":\"aborted\""), std::string::npos) << e;
+  EXPECT_NE(e.find("checksum mismatch"), std::string::npos) << e;
+  EXPECT_EQ(c.num("INCR"), last + 1);
+  EXPECT_EQ(c.num("PID"), pid);
+}
+
+TEST(LiveUpgrade, SuccessorThatCannotReadTheSchemaIsRefusedAtHello) {
+  Server s({"--schema-version", "3", "--successor-schema", "1"});
+  Client c(s.port());
+  ASSERT_EQ(c.num("INCR"), 1);
+  ASSERT_EQ(::kill(s.serving_pid(), SIGUSR2), 0);
+  ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
+  const std::string e = s.events()[0];
+  EXPECT_NE(e.find("successor reads section 'counter' schema versions 0..2, this incumbent "
+                   "writes version 3"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(c.num("INCR"), 2);
+}
+
+TEST(LiveUpgrade, TheSuccessorIsTheBinaryOnDiskAtUpgradeTime) {
+  char tmpl[] = "/tmp/baton-bin-XXXXXX";
+  std::string bin_dir = ::mkdtemp(tmpl);
+  std::string bin = bin_dir + "/counter";
+  fs::copy_file(COUNTER_BIN, bin);
+  ::chmod(bin.c_str(), 0755);
+  {
+    Server s({}, "", bin);
+    Client c(s.port());
+    ASSERT_EQ(c.num("INCR"), 1);
+    // An operator installs a new build over the old path, then signals.
+    std::string next = bin + ".new";
+    std::ofstream(next) << "#!/bin/sh\ntouch " << bin_dir << "/new-build-ran\nexec " << COUNTER_BIN
+                        << " \"$@\"\n";
+    ::chmod(next.c_str(), 0755);
+    ASSERT_EQ(::rename(next.c_str(), bin.c_str()), 0);
+    ASSERT_EQ(::kill(s.serving_pid(), SIGUSR2), 0);
+    ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
+    EXPECT_NE(s.events()[0].find("committed"), std::string::npos) << s.events()[0];
+    EXPECT_TRUE(fs::exists(bin_dir + "/new-build-ran"));
+    EXPECT_EQ(c.num("INCR"), 2);
+  }
+  fs::remove_all(bin_dir);
+}
+
+TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run batonctl as nobody";
+  std::string sock = "@baton-it-ctl-" + std::to_string(::getpid());
+  Server s({"--control", sock});
+  auto run = [&](uid_t uid, const std::string& what, int* status) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return std::string();
+    pid_t child = ::fork();
+    if (child == 0) {
+      ::dup2(p[1], 1);
+      if (uid != 0 && (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0))
+        _exit(9);
+      ::execl(BATONCTL_BIN, "batonctl", "--socket", sock.c_str(), what.c_str(), nullptr);
+      _exit(8);
+    }
+    ::close(p[1]);
+    std::string out;
+    char buf[512];
+    for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+    ::close(p[0]);
+    ::waitpid(child, status, 0);
+    return out;
+  };
+  int status = 0;
+  std::string refused = run(65534, "status", &status);
+  EXPECT_NE(refused.find("error: uid 65534 may not control this process (SO_PEERCRED)"),
+            std::string::npos)
+      << refused;
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(s.log().find("refused a control connection"), std::string::npos);
+  std::string st = run(0, "status", &status);
+  EXPECT_NE(st.find("\"generation\":1,\"phase\":\"idle\""), std::string::npos) << st;
+  std::string up = run(0, "upgrade", &status);
+  EXPECT_EQ(up, "ok: upgrade to generation 2 started\n");
+  ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
+  EXPECT_TRUE(eventually(
+      [&] { return run(0, "status", &status).find("\"generation\":2") != std::string::npos; }, 5))
+      << "the control socket moves to the successor";
+}
+
+}  // namespace
+}  // namespace baton
