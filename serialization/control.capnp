@@ -72,6 +72,10 @@ struct Commit {            # incumbent -> successor: the fds are yours
   timings @1 :Timings;
 }
 
+struct Progress {          # successor -> incumbent, at most every millisecond in catch-up
+  appliedLsn @0 :UInt64;
+}
+
 struct Serving {           # successor -> incumbent: COMMIT received; serving from now on
   pid @0 :Int32;
 }
@@ -92,5 +96,7 @@ struct Message {
     commit @7 :Commit;
     abort @8 :Abort;
     serving @9 :Serving;
+    progress @10 :Progress;
+
   }
 }

@@ -107,8 +107,10 @@ std::string encode_message(const Message& m) {
           fill(c.initTimings(), v.timings);
         } else if constexpr (std::is_same_v<T, Abort>) {
           root.initAbort().setReason(text(v.reason));
-        } else {
+        } else if constexpr (std::is_same_v<T, handoff::Serving>) {
           root.initServing().setPid(v.pid);
+        } else {
+          root.initProgress().setAppliedLsn(v.applied_lsn);
         }
       },
       m);
@@ -179,6 +181,9 @@ Result<Message> decode_message(std::string_view packet) {
         return Message(Abort{str(root.getAbort().getReason())});
       case wire::Message::SERVING:
         return Message(handoff::Serving{root.getServing().getPid()});
+      case wire::Message::PROGRESS:
+        return Message(handoff::Progress{root.getProgress().getAppliedLsn()});
+
       default:
         return Error(ErrorKind::kVersion, "control message of unknown type " +
                                               std::to_string(static_cast<int>(root.which())) +

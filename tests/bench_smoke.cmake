@@ -9,7 +9,9 @@ foreach(name
     BM_MemcpyToFreshSegment/67108864 BM_MemcpyToFreshSegment/1073741824
     BM_Checkpoint/67108864 BM_Checkpoint/1073741824
     BM_Restore/67108864 BM_Restore/1073741824
-    BM_RecordDelta/idle BM_RecordDelta/active)
+    BM_RecordDelta/idle BM_RecordDelta/active
+    BM_PassFds/1 BM_PassFds/1000 BM_PassFds/10000 BM_Stream/uring BM_Stream/writev)
+
   string(FIND "${listed}" "${name}" at)
   if(at EQUAL -1)
     message(FATAL_ERROR "benchmark ${name} is missing from baton_bench")

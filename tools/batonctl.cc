@@ -35,10 +35,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string cmd = std::string(argv[3]) + "\n";
-  if (::write(fd, cmd.data(), cmd.size()) != static_cast<ssize_t>(cmd.size())) {
-    std::perror("batonctl: write");
+  // MSG_NOSIGNAL: a server that refuses us may already have answered and closed; its
+  // answer is still ours to read.
+  if (::send(fd, cmd.data(), cmd.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(cmd.size()) &&
+      errno != EPIPE && errno != ECONNRESET) {
+    std::perror("batonctl: send");
     return 1;
   }
+
   std::string reply;
   char buf[4096];
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) reply.append(buf, static_cast<size_t>(n));

@@ -2,6 +2,7 @@
 // dropping a connection or a count. Commands, one per line: INCR, GET, PID, GEN.
 #include <arpa/inet.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -106,6 +107,12 @@ class Counter final : public UpgradeHooks {
 };
 
 int main(int argc, char** argv) {
+  rlimit fds;  // a server holds one fd per client: use the whole hard limit
+  if (::getrlimit(RLIMIT_NOFILE, &fds) == 0) {
+    fds.rlim_cur = fds.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &fds);
+  }
+
   std::map<std::string, std::string> flag = {
       {"--port", "0"}, {"--bind", "127.0.0.1"}, {"--schema-version", "1"}};
   for (int i = 1; i + 1 < argc; i += 2) flag[argv[i]] = argv[i + 1];
@@ -143,7 +150,12 @@ int main(int argc, char** argv) {
         counter.adopt(std::move(s.fd), std::move(s.state));
     }
   } else {
+    // Optional ballast, so checkpoints carry real state: 100-byte values under fill:<n>.
+    std::string value(100, 'v');
+    for (long i = 0, n = std::atol(flag["--fill-mib"].c_str()) * 10486; i < n; ++i)
+      state.set("fill:" + std::to_string(i), value);
     UniqueFd l(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+
     sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(std::atoi(flag["--port"].c_str()))), {}, {}};
     int one = 1;
     ::setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

@@ -20,7 +20,9 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       Prepared{120, 3},
       Commit{9, t},
       Abort{"successor crashed"},
-      Serving{77}};
+      Serving{77},
+      Progress{12345}};
+
   for (const Message& m : all) {
     auto back = serialization::decode_message(serialization::encode_message(m));
     ASSERT_TRUE(back.ok()) << message_name(m) << ": " << back.error().to_string();

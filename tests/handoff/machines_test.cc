@@ -177,7 +177,8 @@ TEST(IncumbentMachine, RefusesAtHelloNamingBothVersions) {
   Hello missing = good_hello();
   missing.sections = {{"other", 1, 9}};
   for (const Case& c :
-       {Case{old_protocol, "successor speaks protocol version 0, this incumbent speaks 2"},
+       {Case{old_protocol, "successor speaks protocol version 0, this incumbent speaks " +
+                               std::to_string(kProtocolVersion)},
         Case{v1_only,
              "successor reads section 'kv' schema versions 1..1, this incumbent writes "
              "version 2"},
@@ -279,6 +280,23 @@ TEST(IncumbentMachine, LagPolicyThrottlesThenAborts) {
   EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
   EXPECT_NE(m.last_abort().find("delta backlog of 6000 bytes passed the limit of 5000"),
             std::string::npos);
+}
+
+TEST(IncumbentMachine, FreezesOnlyOnceTheSuccessorHasAppliedAlmostEverything) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  m.on_message(good_hello());
+  for (int i = 0; i < 3; ++i) m.tick();
+  env.lsn += 5000;  // written during the restore: sent, but not yet applied
+  m.on_message(Restored{});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "5000 deltas would replay in the freeze";
+  m.on_message(Progress{env.lsn - 2000});
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  m.on_message(Progress{env.lsn - 10});
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
 }
 
 TEST(IncumbentMachine, AbortsWhenDeltasDoNotConvergeAfterRestore) {
@@ -412,6 +430,29 @@ void successor_to_prepared(SuccessorMachine& s, FakeSuccessor& env, std::vector<
   env.applied = 120;
   s.tick();
   ASSERT_EQ(s.phase(), SuccessorPhase::kPrepared);
+}
+
+TEST(SuccessorMachine, ReportsReplayProgressAtMostEveryMillisecond) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 1);
+  s.start();
+  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  auto progress = [&] {
+    return std::count_if(env.sent.begin(), env.sent.end(),
+                         [](const Message& m) { return std::holds_alternative<Progress>(m); });
+  };
+  env.applied = 150;
+  env.now += 2000;
+  s.tick();
+  EXPECT_EQ(progress(), 1);
+  EXPECT_EQ(std::get<Progress>(env.sent.back()).applied_lsn, 150u);
+  env.applied = 160;
+  s.tick();  // same millisecond: no second report
+  EXPECT_EQ(progress(), 1);
+  env.now += 1000;
+  s.tick();
+  EXPECT_EQ(progress(), 2);
 }
 
 TEST(SuccessorMachine, HelloRestoreReplayPrepareAndServeOnCommit) {

@@ -47,9 +47,11 @@ class UpgradeHooks {
 /// Lag policy while deltas stream to the successor.
 struct LagPolicy {
   uint64_t converge_bytes = uint64_t{256} << 10;  // freeze once the backlog is this small
-  uint64_t throttle_bytes = uint64_t{16} << 20;   // throttle the server above this
-  uint64_t abort_bytes = uint64_t{128} << 20;     // abort above this
-  int64_t converge_within_us = 10'000'000;        // abort if not converged this long after restore
+  uint64_t converge_deltas = 1000;  // ... and the successor has this few deltas left to apply
+
+  uint64_t throttle_bytes = uint64_t{16} << 20;  // throttle the server above this
+  uint64_t abort_bytes = uint64_t{128} << 20;    // abort above this
+  int64_t converge_within_us = 10'000'000;       // abort if not converged this long after restore
 };
 
 /// Deadlines of the handoff phases, in microseconds.

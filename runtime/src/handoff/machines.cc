@@ -48,9 +48,10 @@ std::string seconds(int64_t us) {
 }  // namespace
 
 std::string_view message_name(const Message& m) {
-  static constexpr std::string_view kNames[] = {"HELLO",    "WELCOME", "CHECKPOINT_READY",
-                                                "RESTORED", "FROZEN",  "FD_BATCH",
-                                                "PREPARED", "COMMIT",  "ABORT"};
+  static constexpr std::string_view kNames[] = {
+      "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN", "FD_BATCH", "PREPARED",
+      "COMMIT", "ABORT",   "SERVING",          "PROGRESS"};
+  static_assert(std::size(kNames) == std::variant_size_v<Message>, "name every message");
   return kNames[m.index()];
 }
 
@@ -119,6 +120,8 @@ Result<void> IncumbentMachine::request_upgrade() {
   restored_at_us_.reset();
   frozen_ = throttled_ = false;
   final_lsn_ = 0;
+  acked_lsn_ = 0;
+
   fd_count_ = 0;
   last_abort_.clear();
   phase_ = IncumbentPhase::kAwaitHello;  // before spawning: abort() must see an upgrade
@@ -176,6 +179,11 @@ void IncumbentMachine::on_message(const Message& m) {
     restored_at_us_ = env_.now_us();
     return tick();
   }
+  if (const auto* p = std::get_if<Progress>(&m)) {
+    // Informational in any phase: how far the successor has replayed.
+    acked_lsn_ = std::max(acked_lsn_, p->applied_lsn);
+    return;
+  }
   if (const auto* p = std::get_if<Prepared>(&m); p && phase_ == IncumbentPhase::kAwaitPrepared) {
     if (p->applied_lsn != final_lsn_ || p->fds_received != fd_count_) {
       return abort("successor prepared at LSN " + std::to_string(p->applied_lsn) + " with " +
@@ -227,6 +235,7 @@ void IncumbentMachine::tick() {
       auto ready = env_.checkpoint_finish(&fd);
       if (!ready.ok()) return abort("checkpoint failed: " + ready.error().to_string());
       t_.checkpoint_bytes = ready->bytes;
+      acked_lsn_ = ready->start_lsn;
       const int fds[] = {fd};
       if (auto r = env_.send(ready.value(), fds); !r.ok()) {
         return abort("sending the checkpoint: " + r.error().to_string(), false);
@@ -258,7 +267,10 @@ void IncumbentMachine::tick() {
         }
         return;
       }
-      if (backlog <= lag_.converge_bytes) return freeze();
+      // Converged when little is left to send AND little is left to apply: deltas in the
+      // socket or the successor's inbox would otherwise be replayed inside the freeze.
+      const uint64_t unapplied = env_.last_lsn() - std::min(env_.last_lsn(), acked_lsn_);
+      if (backlog <= lag_.converge_bytes && unapplied <= lag_.converge_deltas) return freeze();
       if (now - *restored_at_us_ > lag_.converge_within_us) {
         return abort("deltas did not converge within " + seconds(lag_.converge_within_us) +
                      " of RESTORED (backlog " + std::to_string(backlog) + " bytes)");
@@ -441,6 +453,15 @@ void SuccessorMachine::tick() {
     applied_lsn_ = applied.value();
     maybe_prepare();
     if (phase_ != SuccessorPhase::kCatchUp) return;
+    const int64_t now = env_.now_us();
+    if (!frozen_ && applied_lsn_ != reported_lsn_ && now - reported_at_us_ >= 1000) {
+      // Lets the incumbent freeze only once little is left to replay.
+      if (auto r = env_.send(Progress{applied_lsn_}); !r.ok()) {
+        return fail("sending PROGRESS: " + r.error().to_string(), false);
+      }
+      reported_lsn_ = applied_lsn_;
+      reported_at_us_ = now;
+    }
   }
   // No deadline after PREPARED: the incumbent's only moves are COMMIT or dying (both
   // end the wait), and giving up on a slow COMMIT could leave nobody serving.

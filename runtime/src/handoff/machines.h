@@ -130,6 +130,7 @@ class IncumbentMachine {
   bool frozen_ = false;
   bool throttled_ = false;
   uint64_t final_lsn_ = 0;
+  uint64_t acked_lsn_ = 0;  // the successor's last PROGRESS
   uint32_t fd_count_ = 0;
   std::string last_abort_;
 };
@@ -185,6 +186,9 @@ class SuccessorMachine {
   uint64_t generation_ = 0;
   std::optional<Frozen> frozen_;
   uint64_t applied_lsn_ = 0;
+  uint64_t reported_lsn_ = 0;
+  int64_t reported_at_us_ = 0;
+
   std::vector<HandoffSocket> sockets_;  // fds owned: closed unless handed to serve()
   Commit commit_;
 };

@@ -13,7 +13,7 @@
 namespace baton::handoff {
 
 /// Bumped whenever serialization/control.capnp or the phase order changes.
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 /// The largest control message accepted; fd batches are split below it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 /// The largest per-connection state the server may hand over with one fd.
@@ -106,8 +106,13 @@ struct Serving {
   bool operator==(const Serving&) const = default;
 };
 
+struct Progress {
+  uint64_t applied_lsn = 0;
+  bool operator==(const Progress&) const = default;
+};
+
 using Message = std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared,
-                             Commit, Abort, Serving>;
+                             Commit, Abort, Serving, Progress>;
 
 /// "HELLO", "WELCOME", ... for logs and errors.
 std::string_view message_name(const Message& m);

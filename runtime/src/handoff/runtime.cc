@@ -213,6 +213,9 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
       ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
       ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
       std::string reply;
+      char buf[256];
+      ssize_t n = ::read(c, buf, sizeof buf - 1);  // the command, read even from a refused
+                                                   // peer so the close leaves no unread data
       auto cred = peer_credentials(c);
       if (!cred.ok() || cred->uid != ::geteuid()) {
         unsigned uid = cred.ok() ? cred->uid : ~0u;
@@ -222,9 +225,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
         say("refused a control connection from pid " + std::to_string(cred.ok() ? cred->pid : 0) +
             " uid " + std::to_string(uid));
       } else {
-        char buf[256];
-        ssize_t n = ::read(c, buf, sizeof buf - 1);
         std::string cmd(buf, n > 0 ? static_cast<size_t>(n) : 0);
+
         while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
         reply = control_command(cmd);
       }
