@@ -30,33 +30,41 @@ class Counter final : public UpgradeHooks {
     watch(raw);
     handle_lines(raw);  // a request half-read by the previous generation
   }
+  // Sockets are edge-triggered, so each event is drained until EAGAIN, and a frozen
+  // server simply ignores events: the kernel keeps the bytes for the successor.
   void on_ready(int fd) {
+    if (frozen_) return;
     if (fd == listener_.get()) {
       for (int c; (c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;)
         adopt(UniqueFd(c), "");
       return;
     }
     char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) return drop(fd);
-    conns_[fd].in.append(buf, static_cast<size_t>(n));
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0;) {
+      if (n < 0) {
+        if (errno == EAGAIN) break;
+        return drop(fd);
+      }
+      conns_[fd].in.append(buf, static_cast<size_t>(n));
+    }
+    if (!conns_.count(fd)) return;
     handle_lines(fd);
   }
   bool done() const { return done_; }
 
   // --- UpgradeHooks: stop reading and accepting, hand every socket over.
   std::vector<FrozenSocket> freeze() override {
+    frozen_ = true;  // O(1): no per-socket epoll_ctl inside the blackout
     std::vector<FrozenSocket> out{{listener_.get(), "listener", ""}};
-    ::epoll_ctl(ep_, EPOLL_CTL_DEL, listener_.get(), nullptr);
-    for (auto& [fd, c] : conns_) {
-      ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
-      out.push_back({fd, "conn", c.in});
-    }
+    for (auto& [fd, c] : conns_) out.push_back({fd, "conn", c.in});
     return out;
   }
   void unfreeze() override {
-    watch(listener_.get());
-    for (auto& [fd, c] : conns_) watch(fd);
+    frozen_ = false;  // events ignored meanwhile are not repeated: drain everything once
+    on_ready(listener_.get());
+    std::vector<int> fds;
+    for (auto& [fd, c] : conns_) fds.push_back(fd);
+    for (int fd : fds) on_ready(fd);
   }
   void committed() override { done_ = true; }
 
@@ -66,7 +74,7 @@ class Counter final : public UpgradeHooks {
     std::string in;
   };
   void watch(int fd) {
-    epoll_event ev{EPOLLIN, {.fd = fd}};
+    epoll_event ev{EPOLLIN | EPOLLET, {.fd = fd}};
     ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
   }
   void drop(int fd) {
@@ -104,6 +112,7 @@ class Counter final : public UpgradeHooks {
   UniqueFd listener_;
   std::map<int, Conn> conns_;
   bool done_ = false;
+  bool frozen_ = false;
 };
 
 int main(int argc, char** argv) {

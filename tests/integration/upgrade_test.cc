@@ -7,11 +7,13 @@
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -86,7 +88,7 @@ class Client {
 class Server {
  public:
   explicit Server(std::vector<std::string> args, std::string failpoints = "",
-                  std::string binary = COUNTER_BIN) {
+                  std::string binary = COUNTER_BIN, std::vector<std::string> extra_env = {}) {
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // orphaned successors become ours to reap
     char tmpl[] = "/tmp/baton-it-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
@@ -103,6 +105,7 @@ class Server {
       env_s.emplace_back(*e);
     }
     if (!failpoints.empty()) env_s.push_back("BATON_FAILPOINTS=" + failpoints);
+    env_s.insert(env_s.end(), extra_env.begin(), extra_env.end());
     std::vector<char*> envp;
     for (auto& e : env_s) envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -344,6 +347,32 @@ TEST(LiveUpgrade, TheSuccessorIsTheBinaryOnDiskAtUpgradeTime) {
     EXPECT_EQ(c.num("INCR"), 2);
   }
   fs::remove_all(bin_dir);
+}
+
+TEST(LiveUpgrade, EachServingGenerationTellsSystemdItsPid) {
+  // A stand-in for systemd's notify socket, in the abstract namespace.
+  std::string name = "baton-it-notify-" + std::to_string(::getpid());
+  UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  ASSERT_EQ(::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+  timeval tv{10, 0};
+  ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto next = [&] {
+    char buf[256];
+    ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  };
+  Server s({}, "", COUNTER_BIN, {"NOTIFY_SOCKET=@" + name});
+  const pid_t first = s.serving_pid();
+  EXPECT_EQ(next(), "MAINPID=" + std::to_string(first) + "\nREADY=1\n");
+  ASSERT_EQ(::kill(first, SIGUSR2), 0);
+  ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
+  const pid_t second = s.serving_pid();
+  EXPECT_NE(second, first);
+  EXPECT_EQ(next(), "MAINPID=" + std::to_string(second) + "\nREADY=1\n");
 }
 
 TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {

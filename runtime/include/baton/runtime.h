@@ -102,7 +102,10 @@ class Runtime {
   Result<std::vector<InheritedSocket>> take_over();
 
   /// The server is ready to serve (call once, with hooks that outlive the runtime):
-  /// writes the pidfile and, under systemd, MAINPID=/READY=1.
+  /// writes the pidfile and, under systemd, MAINPID=/READY=1. In a successor it also
+  /// ends the upgrade's blackout: call it as soon as the inherited sockets are back in
+  /// the server's loop.
+
   void serving(UpgradeHooks& hooks);
 
   /// Watch this fd for readability in the server's loop and call service() when it is

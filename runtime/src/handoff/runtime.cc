@@ -618,7 +618,6 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
 
   void serve(std::vector<HandoffSocket> sockets, const handoff::Commit& commit,
              bool incumbent_gone) override {
-    const int64_t serving_at = monotonic_us();
     for (HandoffSocket& s : sockets) {
       if (s.tag == kControlTag && !control_listener_) {
         if (auto r = adopt_control(UniqueFd(s.fd)); !r.ok()) say(r.error().to_string());
@@ -627,7 +626,9 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
       inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state)});
     }
     if (commit.generation != 0) generation_ = commit.generation;
-    handoff::TimelineRecord r;
+    // The timeline is written when the server calls serving(): only then has it taken
+    // its sockets back, which is where the blackout honestly ends.
+    handoff::TimelineRecord& r = pending_timeline_.emplace();
     r.generation = generation_;
     r.outcome = "committed";
     r.reason = incumbent_gone ? "incumbent died after PREPARED; the successor took over" : "";
@@ -635,18 +636,26 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     r.spawn_us = t.spawn_us;
     r.checkpoint_us = t.checkpoint_us;
     r.catchup_us = t.catchup_us;
-    r.blackout_us = t.freeze_start_us ? serving_at - t.freeze_start_us : 0;
-    r.total_us = t.start_us ? serving_at - t.start_us : 0;
+    r.blackout_us = t.freeze_start_us;  // a start time until serving() subtracts it
+    r.total_us = t.start_us;
     r.checkpoint_bytes = t.checkpoint_bytes;
     r.deltas = t.deltas;
     r.fds = sockets.size();
-
-    append_line(options_.event_log, r.to_json());
     control_.reset();
     stream_.reset();
-    say("generation " + std::to_string(generation_) + " serving " +
-        std::to_string(inherited_.size()) + " inherited sockets" +
-        (incumbent_gone ? " (took over)" : ""));
+    say("generation " + std::to_string(generation_) + " took over " +
+        std::to_string(inherited_.size()) + " sockets" + (incumbent_gone ? " (takeover)" : ""));
+  }
+
+  // Successor: the server serves again. Completes and writes the upgrade's timeline.
+  void finish_timeline() {
+    if (!pending_timeline_) return;
+    const int64_t now = monotonic_us();
+    handoff::TimelineRecord& r = *pending_timeline_;
+    r.blackout_us = r.blackout_us ? now - r.blackout_us : 0;
+    r.total_us = r.total_us ? now - r.total_us : 0;
+    append_line(options_.event_log, r.to_json());
+    pending_timeline_.reset();
   }
 
   void fail(std::string_view reason) override {
@@ -677,6 +686,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   uint64_t applied_lsn_ = 0;
   std::string inbox_;
   std::vector<InheritedSocket> inherited_;
+  std::optional<handoff::TimelineRecord> pending_timeline_;
   std::string failure_;
 };
 
@@ -697,6 +707,7 @@ Result<std::vector<InheritedSocket>> Runtime::take_over() { return impl_->take_o
 
 void Runtime::serving(UpgradeHooks& hooks) {
   impl_->hooks_ = &hooks;
+  impl_->finish_timeline();
   write_pidfile(impl_->options_.pidfile);
   notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nREADY=1\n");
 }
