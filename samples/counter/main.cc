@@ -1,18 +1,18 @@
 // counter: a TCP server that counts, and replaces its own binary on SIGUSR2 without
 // dropping a connection or a count. Commands, one per line: INCR, GET, PID, GEN.
-#include <arpa/inet.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <string>
 
 #include "baton/runtime.h"
 #include "baton/tracked_map.h"
+#include "net.h"
 
 using namespace baton;
 
@@ -21,8 +21,8 @@ class Counter final : public UpgradeHooks {
   Counter(Runtime& rt, TrackedMap& state, int epoll) : rt_(rt), state_(state), ep_(epoll) {}
 
   void listen_on(UniqueFd fd) {
-    listener_ = std::move(fd);
-    watch(listener_.get());
+    watch(fd.get());
+    listeners_.push_back(std::move(fd));
   }
   void adopt(UniqueFd fd, std::string pending) {
     int raw = fd.get();
@@ -34,7 +34,7 @@ class Counter final : public UpgradeHooks {
   // server simply ignores events: the kernel keeps the bytes for the successor.
   void on_ready(int fd) {
     if (frozen_) return;
-    if (fd == listener_.get()) {
+    if (is_listener(fd)) {
       for (int c; (c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;)
         adopt(UniqueFd(c), "");
       return;
@@ -55,13 +55,14 @@ class Counter final : public UpgradeHooks {
   // --- UpgradeHooks: stop reading and accepting, hand every socket over.
   std::vector<FrozenSocket> freeze() override {
     frozen_ = true;  // O(1): no per-socket epoll_ctl inside the blackout
-    std::vector<FrozenSocket> out{{listener_.get(), "listener", ""}};
+    std::vector<FrozenSocket> out;
+    for (auto& l : listeners_) out.push_back({l.get(), "listener", ""});
     for (auto& [fd, c] : conns_) out.push_back({fd, "conn", c.in});
     return out;
   }
   void unfreeze() override {
     frozen_ = false;  // events ignored meanwhile are not repeated: drain everything once
-    on_ready(listener_.get());
+    for (auto& l : listeners_) on_ready(l.get());
     std::vector<int> fds;
     for (auto& [fd, c] : conns_) fds.push_back(fd);
     for (int fd : fds) on_ready(fd);
@@ -109,22 +110,22 @@ class Counter final : public UpgradeHooks {
   Runtime& rt_;
   TrackedMap& state_;
   int ep_;
-  UniqueFd listener_;
+  bool is_listener(int fd) const {
+    for (auto& l : listeners_)
+      if (l.get() == fd) return true;
+    return false;
+  }
+
+  std::vector<UniqueFd> listeners_;  // TCP (v4 or v6) and, with --unix, a Unix socket
   std::map<int, Conn> conns_;
   bool done_ = false;
   bool frozen_ = false;
 };
 
 int main(int argc, char** argv) {
-  rlimit fds;  // a server holds one fd per client: use the whole hard limit
-  if (::getrlimit(RLIMIT_NOFILE, &fds) == 0) {
-    fds.rlim_cur = fds.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &fds);
-  }
-
-  std::map<std::string, std::string> flag = {
-      {"--port", "0"}, {"--bind", "127.0.0.1"}, {"--schema-version", "1"}};
-  for (int i = 1; i + 1 < argc; i += 2) flag[argv[i]] = argv[i + 1];
+  counter::raise_fd_limit();
+  auto flag = counter::parse_flags(
+      argc, argv, {{"--port", "0"}, {"--bind", "127.0.0.1"}, {"--schema-version", "1"}});
   RuntimeOptions opt;
   opt.pidfile = flag["--pidfile"];
   opt.event_log = flag["--event-log"];
@@ -132,22 +133,21 @@ int main(int argc, char** argv) {
   if (flag.count("--successor-schema")) {  // tests: start an incompatible successor
     opt.successor_extra_args = {"--schema-version", flag["--successor-schema"]};
   }
-  if (flag.count("--timeout-ms")) {  // every handoff deadline, for tests
+  if (flag.count("--timeout-ms")) {  // tests: every handoff deadline
     int64_t us = std::atoll(flag["--timeout-ms"].c_str()) * 1000;
     opt.timeouts = {us, us, us};
   }
-
   auto rt = Runtime::create(argc, argv, opt);
   if (!rt.ok()) return std::fprintf(stderr, "counter: %s\n", rt.error().to_string().c_str()), 2;
   uint32_t version = static_cast<uint32_t>(std::atoi(flag["--schema-version"].c_str()));
-  TrackedMap state("counter", version);
+  TrackedMap state("counter", version);  // the state that survives upgrades
   (void)state.migrations().add(version + 1, version, [](std::string_view, Entry&) {});
   (void)state.migrations().add(version - 1, version, [](std::string_view, Entry&) {});
   (void)(*rt)->registry().add(state);
   int ep = ::epoll_create1(EPOLL_CLOEXEC);
   Counter counter(**rt, state, ep);
 
-  if ((*rt)->is_successor()) {
+  if ((*rt)->is_successor()) {  // restore the state and take the sockets over
     auto inherited = (*rt)->take_over();
     if (!inherited.ok()) {
       return std::fprintf(stderr, "counter: %s\n", inherited.error().to_string().c_str()), 1;
@@ -158,26 +158,21 @@ int main(int argc, char** argv) {
       else
         counter.adopt(std::move(s.fd), std::move(s.state));
     }
-  } else {
-    // Optional ballast, so checkpoints carry real state: 100-byte values under fill:<n>.
-    std::string value(100, 'v');
+  } else {  // started by hand: optional ballast (100-byte values), then listen
     for (long i = 0, n = std::atol(flag["--fill-mib"].c_str()) * 10486; i < n; ++i)
-      state.set("fill:" + std::to_string(i), value);
-    UniqueFd l(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-
-    sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(std::atoi(flag["--port"].c_str()))), {}, {}};
-    int one = 1;
-    ::setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    socklen_t len = sizeof a;
-    if (::inet_pton(AF_INET, flag["--bind"].c_str(), &a.sin_addr) != 1 ||
-        ::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::listen(l.get(), 1024) != 0 ||
-        ::getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      return std::perror("counter: listen"), 2;
+      state.set("fill:" + std::to_string(i), std::string(100, 'v'));
+    uint16_t port = 0;
+    auto tcp = counter::listen_tcp(flag["--bind"],
+                                   static_cast<uint16_t>(std::atoi(flag["--port"].c_str())), &port);
+    if (!tcp.ok()) return std::fprintf(stderr, "counter: %s\n", tcp.error().to_string().c_str()), 2;
+    counter.listen_on(std::move(tcp).value());
+    if (!flag["--port-file"].empty()) std::ofstream(flag["--port-file"]) << port << "\n";
+    if (!flag["--unix"].empty()) {
+      auto unix_l = counter::listen_unix(flag["--unix"]);
+      if (!unix_l.ok())
+        return std::fprintf(stderr, "counter: %s\n", unix_l.error().to_string().c_str()), 2;
+      counter.listen_on(std::move(unix_l).value());
     }
-    if (!flag["--port-file"].empty())
-      std::ofstream(flag["--port-file"]) << ntohs(a.sin_port) << "\n";
-    counter.listen_on(std::move(l));
   }
   epoll_event rt_ev{EPOLLIN, {.fd = (*rt)->poll_fd()}};
   ::epoll_ctl(ep, EPOLL_CTL_ADD, (*rt)->poll_fd(), &rt_ev);

@@ -51,11 +51,27 @@ bool eventually(F pred, double seconds = 15) {
 
 class Client {
  public:
-  explicit Client(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+  /// To 127.0.0.1 (or [::1] with `v6`) at `port`.
+  explicit Client(int port, bool v6 = false)
+      : fd_(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(port)), {htonl(INADDR_LOOPBACK)}, {}};
+    sockaddr_in6 a6{};
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons(static_cast<uint16_t>(port));
+    a6.sin6_addr = in6addr_loopback;
+    connect_to(v6 ? reinterpret_cast<sockaddr*>(&a6) : reinterpret_cast<sockaddr*>(&a),
+               v6 ? sizeof a6 : sizeof a);
+  }
+  /// To the Unix socket at `path`.
+  explicit Client(const std::string& path) : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_un a{AF_UNIX, {}};
+    std::memcpy(a.sun_path, path.data(), std::min(path.size(), sizeof a.sun_path - 1));
+    connect_to(reinterpret_cast<sockaddr*>(&a), sizeof a);
+  }
+  void connect_to(const sockaddr* addr, socklen_t len) {
     timeval tv{10, 0};
     ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    connected_ = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    connected_ = ::connect(fd_.get(), addr, len) == 0;
   }
   bool connected() const { return connected_; }
   // One command, one reply line; "" on a closed or silent connection.
@@ -95,6 +111,9 @@ class Server {
     std::vector<std::string> argv_s = {binary,        "--port",       "0",
                                        "--port-file", dir_ + "/port", "--pidfile",
                                        dir_ + "/pid", "--event-log",  dir_ + "/events"};
+    for (std::string& a : args) {  // "{dir}" names this server's private directory
+      if (auto at = a.find("{dir}"); at != std::string::npos) a.replace(at, 5, dir_);
+    }
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_s) argv.push_back(a.data());
@@ -347,6 +366,35 @@ TEST(LiveUpgrade, TheSuccessorIsTheBinaryOnDiskAtUpgradeTime) {
     EXPECT_EQ(c.num("INCR"), 2);
   }
   fs::remove_all(bin_dir);
+}
+
+TEST(LiveUpgrade, Ipv6AndUnixListenersAndTheirConnectionsMove) {
+  {
+    UniqueFd probe(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    if (!probe || ::bind(probe.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      GTEST_SKIP() << "no IPv6 loopback on this machine";
+    }
+  }
+  Server s({"--bind", "::1", "--unix", "{dir}/counter.sock"});
+  const std::string path = s.dir() + "/counter.sock";
+  Client v6(s.port(), true), local(path);
+  ASSERT_TRUE(v6.connected());
+  ASSERT_TRUE(local.connected());
+  EXPECT_EQ(v6.num("INCR"), 1);
+  EXPECT_EQ(local.num("INCR"), 2);
+  const pid_t before = s.serving_pid();
+  ASSERT_EQ(::kill(before, SIGUSR2), 0);
+  ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
+  EXPECT_NE(s.events()[0].find("committed"), std::string::npos) << s.events()[0];
+  EXPECT_EQ(v6.num("INCR"), 3);
+  EXPECT_EQ(local.num("INCR"), 4);
+  EXPECT_NE(v6.num("PID"), before);
+  Client v6_new(s.port(), true), local_new(path);
+  EXPECT_EQ(v6_new.num("INCR"), 5) << "the IPv6 listener moved";
+  EXPECT_EQ(local_new.num("INCR"), 6) << "the Unix listener moved";
 }
 
 TEST(LiveUpgrade, EachServingGenerationTellsSystemdItsPid) {
