@@ -253,6 +253,9 @@ struct FailCase {
   std::vector<std::string> reasons;
 };
 
+// Names the case in test output (ctest lists it) instead of a byte dump.
+void PrintTo(const FailCase& c, std::ostream* os) { *os << c.failpoint; }
+
 class SuccessorFails : public ::testing::TestWithParam<FailCase> {};
 
 TEST_P(SuccessorFails, IncumbentServesOnWithExactStateAndReapsIt) {
