@@ -421,8 +421,9 @@ TEST(LiveUpgrade, EachServingGenerationTellsSystemdItsPid) {
   EXPECT_EQ(next(), "MAINPID=" + std::to_string(first) + "\nREADY=1\n");
   ASSERT_EQ(::kill(first, SIGUSR2), 0);
   ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
-  const pid_t second = s.serving_pid();
+  const pid_t second = s.serving_pid();  // written before the event line
   EXPECT_NE(second, first);
+
   EXPECT_EQ(next(), "MAINPID=" + std::to_string(second) + "\nREADY=1\n");
 }
 

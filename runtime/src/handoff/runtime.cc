@@ -707,9 +707,10 @@ Result<std::vector<InheritedSocket>> Runtime::take_over() { return impl_->take_o
 
 void Runtime::serving(UpgradeHooks& hooks) {
   impl_->hooks_ = &hooks;
-  impl_->finish_timeline();
   write_pidfile(impl_->options_.pidfile);
   notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nREADY=1\n");
+  // Last: whoever sees the upgrade's line in the event log finds the pidfile current.
+  impl_->finish_timeline();
 }
 
 int Runtime::poll_fd() const { return impl_->epoll_.get(); }
