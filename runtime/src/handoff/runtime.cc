@@ -296,14 +296,17 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   void read_control() {
     for (int i = 0; i < 64 && control_; ++i) {
       auto msg = recv_fds(control_.get(), handoff::kMaxMessageBytes);
-      if (!msg.ok()) {
-        if (msg.error().sys_errno() == EAGAIN) return;
-        if (auto why = pending_abort()) {
-          return machine_->on_message(handoff::Abort{*why});
+      if (!msg.ok() && msg.error().sys_errno() == EAGAIN) return;
+      if (!msg.ok() || msg->bytes.empty()) {
+        Error io = msg.ok() ? Error(ErrorKind::kAborted, "the control channel closed")
+                            : std::move(msg).error();
+        Error why = successor_failure(std::move(io), "the control channel was open");
+        if (why.message().starts_with("successor aborted: ")) {
+          return machine_->on_message(handoff::Abort{why.message().substr(19)});
         }
-        return machine_->on_successor_gone("control channel: " + msg.error().to_string());
+        return machine_->on_successor_gone(why.message());
       }
-      if (msg->bytes.empty()) return machine_->on_successor_gone("closed the control channel");
+
       auto decoded = serialization::decode_message(msg->bytes);
       if (!decoded.ok()) {
         return machine_->on_successor_gone("sent a bad control message: " +
@@ -415,8 +418,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
         continue;
       }
       if (!r.ok()) {
-        if (auto why = pending_abort())
-          return Error(ErrorKind::kAborted, "successor aborted: " + *why);
+        return successor_failure(std::move(r).error(),
+                                 "sending " + std::string(handoff::message_name(m)));
       }
       return r;
     }
@@ -464,19 +467,32 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
       sender_->enqueue(std::move(frame));
     }
     auto r = sender_->pump();
-    if (!r.ok()) {
-      // A successor that gives up says why on the control channel before it exits; that
-      // reason beats the broken pipe it leaves behind.
-      if (auto why = pending_abort())
-        return Error(ErrorKind::kAborted, "successor aborted: " + *why);
-      return std::move(r).error().with_context("the successor closed the delta stream");
-    }
+    if (!r.ok()) return successor_failure(std::move(r).error(), "streaming deltas");
     return ok();
   }
 
   // An ABORT the successor sent and this process has not read yet, if any.
+  // Why the successor stopped answering, for an operator: its own ABORT if it sent one,
+  // else how it exited (reaped here, so kill_successor will not wait for it), else the
+  // I/O error itself.
+  Error successor_failure(Error io_error, std::string_view doing) {
+    if (auto why = pending_abort()) return Error(ErrorKind::kAborted, "successor aborted: " + *why);
+    // A dying process closes its sockets before it can be reaped: give it a moment.
+    for (int i = 0; i < 100 && successor_pid_ > 0; ++i) {
+      int status = 0;
+      if (::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
+        successor_pid_ = 0;
+        return Error(ErrorKind::kAborted,
+                     "successor died while " + std::string(doing) + ": " + describe_exit(status));
+      }
+      ::usleep(1000);
+    }
+    return std::move(io_error).with_context(std::string(doing));
+  }
+
   // Unix sockets report ECONNRESET once when the peer closed with unread data, and still
   // hold the peer's last messages behind it: read past it.
+
   std::optional<std::string> pending_abort() {
     for (int i = 0; i < 64 && control_; ++i) {
       auto msg = recv_fds(control_.get(), handoff::kMaxMessageBytes);
