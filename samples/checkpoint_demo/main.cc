@@ -1,7 +1,8 @@
 // checkpoint_demo: the incumbent fills a TrackedMap, keeps writing while it checkpoints in
 // slices, spawns a successor (posix_spawn), hands it the segment over SCM_RIGHTS and
 // streams the deltas; the successor restores, replays and reports a digest that must
-// equal the incumbent's. Until the live handoff lands, this is Baton's main job.
+// equal the incumbent's. The checkpoint layer alone; samples/counter uses the Runtime.
+
 #include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
