@@ -124,16 +124,35 @@ class Counter final : public UpgradeHooks {
 
 int main(int argc, char** argv) {
   counter::raise_fd_limit();
-  auto flag = counter::parse_flags(
-      argc, argv, {{"--port", "0"}, {"--bind", "127.0.0.1"}, {"--schema-version", "1"}});
+  auto parsed = counter::parse_flags(
+      argc, argv,
+      {{"--port", "0"},
+       {"--bind", "127.0.0.1"},
+       {"--unix", ""},
+       {"--port-file", ""},
+       {"--pidfile", ""},
+       {"--event-log", ""},
+       {"--control", ""},
+       {"--fill-mib", "0"},
+       {"--schema-version", "1"},
+       {"--successor-schema", ""},
+       {"--timeout-ms", ""}},
+      {"--port", "--fill-mib", "--schema-version", "--successor-schema", "--timeout-ms"});
+  if (!parsed.ok())
+    return std::fprintf(stderr, "counter: %s\n", parsed.error().message().c_str()), 2;
+  auto& flag = parsed.value();
+  if (std::atol(flag["--port"].c_str()) > 65535 || flag["--schema-version"] == "0") {
+    return std::fprintf(stderr, "counter: --port is 0..65535, --schema-version at least 1\n"), 2;
+  }
   RuntimeOptions opt;
   opt.pidfile = flag["--pidfile"];
   opt.event_log = flag["--event-log"];
   opt.control_socket = flag["--control"];
-  if (flag.count("--successor-schema")) {  // tests: start an incompatible successor
+  if (!flag["--successor-schema"].empty()) {  // tests: start an incompatible successor
     opt.successor_extra_args = {"--schema-version", flag["--successor-schema"]};
   }
-  if (flag.count("--timeout-ms")) {  // tests: every handoff deadline
+  if (!flag["--timeout-ms"].empty()) {  // tests: every handoff deadline
+
     int64_t us = std::atoll(flag["--timeout-ms"].c_str()) * 1000;
     opt.timeouts = {us, us, us};
   }

@@ -19,11 +19,32 @@
 
 namespace counter {
 
-/// "--flag value" pairs; a later flag wins.
-inline std::map<std::string, std::string> parse_flags(int argc, char** argv,
-                                                      std::map<std::string, std::string> dflt) {
-  for (int i = 1; i + 1 < argc; i += 2) dflt[argv[i]] = argv[i + 1];
-  return dflt;
+/// "--flag value" pairs over `known` (flag -> default, "" = unset); a later flag wins.
+/// Unknown flags, a missing value, or a non-number where `numeric` names the flag are
+/// errors that say which.
+inline baton::Result<std::map<std::string, std::string>> parse_flags(
+    int argc, char** argv, std::map<std::string, std::string> known,
+    std::initializer_list<std::string> numeric) {
+  for (int i = 1; i < argc; i += 2) {
+    std::string f = argv[i];
+    if (!known.count(f)) {
+      return baton::Error(baton::ErrorKind::kInvalidArgument,
+                          "unknown flag '" + f + "'; see samples/counter/README.md");
+    }
+    if (i + 1 >= argc) {
+      return baton::Error(baton::ErrorKind::kInvalidArgument, f + " needs a value");
+    }
+    std::string v = argv[i + 1];
+    for (const std::string& n : numeric) {
+      if (n == f &&
+          (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 9)) {
+        return baton::Error(baton::ErrorKind::kInvalidArgument,
+                            f + " takes a whole number, got '" + v + "'");
+      }
+    }
+    known[f] = v;
+  }
+  return known;
 }
 
 /// A server holds one fd per client: use the whole hard limit.

@@ -525,7 +525,6 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     if (hooks_) hooks_->throttle(on);
   }
   void committed() override {
-    committed_ = true;
     // The successor serves now: it is no longer ours to kill or reap, not even when this
     // process's Runtime is destroyed on the way out.
     successor_pid_ = 0;
@@ -692,7 +691,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   pid_t successor_pid_ = 0;
   std::optional<handoff::IncumbentMachine> machine_;
   UpgradeHooks* hooks_ = nullptr;
-  bool committed_ = false;
+
   std::optional<CheckpointWriter> writer_;
   std::optional<Checkpoint> checkpoint_;
   std::unique_ptr<DeltaSender> sender_;
