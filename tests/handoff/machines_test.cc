@@ -101,12 +101,17 @@ Hello good_hello() {
   return h;
 }
 
-// Drives an incumbent to the phase after RESTORED (backlog 0 freezes at the next tick).
-void to_await_prepared(IncumbentMachine& m, FakeIncumbent& env) {
+// Drives an incumbent through HELLO and its (three-slice) checkpoint into catch-up.
+void to_catch_up(IncumbentMachine& m, FakeIncumbent& env) {
   ASSERT_TRUE(m.request_upgrade().ok());
   m.on_message(good_hello());
-  for (int i = 0; i < 10 && m.phase() == IncumbentPhase::kCheckpointing; ++i) m.tick();
+  for (int i = 0; i < env.steps_to_finish; ++i) m.tick();
   ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+}
+
+// Drives an incumbent to the phase after RESTORED (backlog 0 freezes at the next tick).
+void to_await_prepared(IncumbentMachine& m, FakeIncumbent& env) {
+  to_catch_up(m, env);
   m.on_message(Restored{1000, 5});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
 }
@@ -212,10 +217,7 @@ TEST(IncumbentMachine, EveryPhaseHasADeadline) {
   {  // no RESTORED
     FakeIncumbent env;
     IncumbentMachine m(env, 1);
-    ASSERT_TRUE(m.request_upgrade().ok());
-    m.on_message(good_hello());
-    for (int i = 0; i < 3; ++i) m.tick();
-    ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+    to_catch_up(m, env);
     env.now += 121'000'000;
     m.tick();
     EXPECT_EQ(m.last_abort(), "successor did not restore within 120.0 s");
@@ -266,9 +268,7 @@ TEST(IncumbentMachine, LagPolicyThrottlesThenAborts) {
   lag.throttle_bytes = 1000;
   lag.abort_bytes = 5000;
   IncumbentMachine m(env, 1, lag);
-  ASSERT_TRUE(m.request_upgrade().ok());
-  m.on_message(good_hello());
-  for (int i = 0; i < 3; ++i) m.tick();
+  to_catch_up(m, env);
   env.backlog = 2000;
   m.tick();
   EXPECT_EQ(env.events.back(), "throttle");
@@ -285,9 +285,7 @@ TEST(IncumbentMachine, LagPolicyThrottlesThenAborts) {
 TEST(IncumbentMachine, FreezesOnlyOnceTheSuccessorHasAppliedAlmostEverything) {
   FakeIncumbent env;
   IncumbentMachine m(env, 1);
-  ASSERT_TRUE(m.request_upgrade().ok());
-  m.on_message(good_hello());
-  for (int i = 0; i < 3; ++i) m.tick();
+  to_catch_up(m, env);
   env.lsn += 5000;  // written during the restore: sent, but not yet applied
   m.on_message(Restored{});
   EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "5000 deltas would replay in the freeze";
@@ -305,9 +303,7 @@ TEST(IncumbentMachine, AbortsWhenDeltasDoNotConvergeAfterRestore) {
   lag.converge_bytes = 100;
   lag.converge_within_us = 1'000'000;
   IncumbentMachine m(env, 1, lag);
-  ASSERT_TRUE(m.request_upgrade().ok());
-  m.on_message(good_hello());
-  for (int i = 0; i < 3; ++i) m.tick();
+  to_catch_up(m, env);
   env.backlog = 500;
   m.on_message(Restored{});
   EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
