@@ -1,6 +1,8 @@
 // TrackedMap: operation semantics, type errors, the byte estimate, and the cursor rule.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "baton/tracked_map.h"
 #include "checkpoint_util.h"
 
@@ -131,6 +133,48 @@ TEST(TrackedMap, CursorRuleLogsOnlyEntriesTheSnapshotHasPassedOrWillSkip) {
   m.set("k5", "after");  // after the snapshot everything is logged
   EXPECT_EQ(reg.log().pending_count(), 3u);
   reg.log().end_capture();
+}
+
+TEST(TrackedMap, EraseExpiredSweepsInBudgetedStepsAndLogsErases) {
+  Registry reg;
+  TrackedMap m("kv", 2);
+  ASSERT_TRUE(reg.add(m).ok());
+  for (int i = 0; i < 100; ++i) m.set("k" + std::to_string(i), "v", i % 2 ? 1000 : 0);
+  m.set("later", "v", 5000);
+  reg.log().begin_capture();  // no snapshot runs: every mutation is logged
+  size_t cursor = 0, erased = 0;
+  for (int step = 0; step < 100 && erased < 50; ++step) {
+    size_t n = m.erase_expired(/*now_ms=*/2000, 10, &cursor);
+    EXPECT_LE(n, 10u);
+    erased += n;
+  }
+  EXPECT_EQ(erased, 50u);
+  EXPECT_EQ(m.size(), 51u);
+  EXPECT_TRUE(m.contains("later"));
+  EXPECT_TRUE(m.contains("k0"));
+  EXPECT_FALSE(m.contains("k1"));
+  EXPECT_EQ(reg.log().pending_count(), 50u);
+  EXPECT_EQ(m.erase_expired(2000, 1000, &cursor), 0u);
+  EXPECT_EQ(m.recount_bytes(), m.estimate_bytes());
+  reg.log().end_capture();
+}
+
+TEST(TrackedMap, SpopReachesEveryMemberAndShrinksASparseSet) {
+  TrackedMap m("kv", 1);
+  std::vector<std::string> members;
+  for (int i = 0; i < 2000; ++i) members.push_back("m" + std::to_string(i));
+  for (size_t i = 0; i < members.size(); i += 100) {
+    std::vector<std::string_view> chunk(members.begin() + i, members.begin() + i + 100);
+    ASSERT_TRUE(m.sadd("s", chunk).ok());
+  }
+  std::set<std::string> popped;
+  for (uint64_t r = 0; r < 2000; ++r) {
+    auto p = m.spop("s", r * 0x9e3779b97f4a7c15ull);
+    ASSERT_TRUE(p.ok() && p->has_value());
+    EXPECT_TRUE(popped.insert(**p).second) << **p << " popped twice";
+  }
+  EXPECT_EQ(popped.size(), 2000u);
+  EXPECT_FALSE(m.contains("s"));
 }
 
 TEST(Registry, RejectsDuplicateAndBadNames) {

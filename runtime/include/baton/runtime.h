@@ -118,6 +118,10 @@ class Runtime {
   /// Starts an upgrade as SIGUSR2 does. Refused (kState, and logged) while one runs.
   Result<void> request_upgrade();
   bool upgrading() const;
+  /// The latest upgrade this process took part in, as the JSON line written to the event
+  /// log (without the newline): an attempt it aborted, or the upgrade that made it serve.
+  /// Empty before the first. For a server's status output (kvd's INFO).
+  const std::string& last_upgrade() const;
 
   class Impl;
 

@@ -74,6 +74,10 @@ class TrackedMap final : public Section {
   Result<std::optional<std::pair<std::string, double>>> zpopmin(std::string_view key);
   /// Sets or clears (0) the expiry of `key`; returns whether the key exists.
   bool expire_at(std::string_view key, int64_t expires_at_ms);
+  /// Erases entries whose expiry is at or before `now_ms` among up to `budget` slots from
+  /// `*cursor` on (wrapping; the cursor advances), as erase() would. Returns how many it
+  /// erased. A server calls it from its loop to reclaim keys nobody reads again.
+  size_t erase_expired(int64_t now_ms, size_t budget, size_t* cursor);
 
   // --- Section ---
   uint64_t estimate_bytes() const override { return bytes_; }

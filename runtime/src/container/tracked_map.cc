@@ -350,8 +350,14 @@ Result<std::optional<std::string>> TrackedMap::spop(std::string_view key, uint64
   uint32_t s;
   BATON_ASSIGN_OR_RETURN(Set * set, typed<Set>(key, false, &s));
   if (set == nullptr || set->empty()) return std::optional<std::string>();
-  // TODO(perf): O(n) pick; a set with random access would make this O(1).
-  auto it = std::next(set->begin(), static_cast<long>(random % set->size()));
+  // A random bucket, then the next non-empty one: O(buckets / size), kept small by
+  // shrinking the bucket array of a set that emptied out. Not uniform per member (a
+  // member alone in its bucket is likelier), which SPOP does not promise.
+  if (set->size() * 8 < set->bucket_count()) set->rehash(0);
+  const size_t buckets = set->bucket_count();
+  size_t b = static_cast<size_t>(random % buckets);
+  while (set->bucket_size(b) == 0) b = (b + 1) % buckets;
+  auto it = set->find(*set->begin(b));
   std::string member = *it;
   // Logged by effect: the successor's set may iterate in another order.
   log(s, kOpSRem, key, {std::string_view(member)});
@@ -433,6 +439,20 @@ bool TrackedMap::expire_at(std::string_view key, int64_t expires_at_ms) {
   slots_[s].entry.expires_at_ms = expires_at_ms;
   log(s, kOpExpire, key, {Le64(expires_at_ms).view()});
   return true;
+}
+
+size_t TrackedMap::erase_expired(int64_t now_ms, size_t budget, size_t* cursor) {
+  size_t erased = 0;
+  for (size_t n = 0; n < budget && !slots_.empty(); ++n) {
+    if (*cursor >= slots_.size()) *cursor = 0;
+    const uint32_t s = static_cast<uint32_t>((*cursor)++);
+    const int64_t at = slots_[s].entry.expires_at_ms;
+    if (!slots_[s].used || at == 0 || at > now_ms) continue;
+    log(s, kOpErase, slots_[s].key, {});
+    remove_slot(s);
+    ++erased;
+  }
+  return erased;
 }
 
 // ---------------------------------------------------------------- comparison

@@ -534,7 +534,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   }
   void log(std::string_view line) override { say(line); }
   void timeline(const handoff::TimelineRecord& r) override {
-    append_line(options_.event_log, r.to_json());
+    last_timeline_ = r.to_json();
+    append_line(options_.event_log, last_timeline_);
   }
 
   // ---------------------------------------------------------------- successor
@@ -669,7 +670,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     handoff::TimelineRecord& r = *pending_timeline_;
     r.blackout_us = r.blackout_us ? now - r.blackout_us : 0;
     r.total_us = r.total_us ? now - r.total_us : 0;
-    append_line(options_.event_log, r.to_json());
+    last_timeline_ = r.to_json();
+    append_line(options_.event_log, last_timeline_);
     pending_timeline_.reset();
   }
 
@@ -703,6 +705,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   std::vector<InheritedSocket> inherited_;
   std::optional<handoff::TimelineRecord> pending_timeline_;
   std::string failure_;
+  std::string last_timeline_;
 };
 
 Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeOptions options) {
@@ -728,7 +731,9 @@ void Runtime::serving(UpgradeHooks& hooks) {
   impl_->finish_timeline();
 }
 
+const std::string& Runtime::last_upgrade() const { return impl_->last_timeline_; }
 int Runtime::poll_fd() const { return impl_->epoll_.get(); }
+
 int Runtime::service_interval_ms() const { return upgrading() ? 1 : -1; }
 void Runtime::service() { impl_->service(); }
 Result<void> Runtime::request_upgrade() { return impl_->machine_->request_upgrade(); }
