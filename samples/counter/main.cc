@@ -10,9 +10,9 @@
 #include <map>
 #include <string>
 
+#include "../common/net.h"
 #include "baton/runtime.h"
 #include "baton/tracked_map.h"
-#include "net.h"
 
 using namespace baton;
 
@@ -123,8 +123,8 @@ class Counter final : public UpgradeHooks {
 };
 
 int main(int argc, char** argv) {
-  counter::raise_fd_limit();
-  auto parsed = counter::parse_flags(
+  sample::raise_fd_limit();
+  auto parsed = sample::parse_flags(
       argc, argv,
       {{"--port", "0"},
        {"--bind", "127.0.0.1"},
@@ -181,13 +181,13 @@ int main(int argc, char** argv) {
     for (long i = 0, n = std::atol(flag["--fill-mib"].c_str()) * 10486; i < n; ++i)
       state.set("fill:" + std::to_string(i), std::string(100, 'v'));
     uint16_t port = 0;
-    auto tcp = counter::listen_tcp(flag["--bind"],
-                                   static_cast<uint16_t>(std::atoi(flag["--port"].c_str())), &port);
+    auto tcp = sample::listen_tcp(flag["--bind"],
+                                  static_cast<uint16_t>(std::atoi(flag["--port"].c_str())), &port);
     if (!tcp.ok()) return std::fprintf(stderr, "counter: %s\n", tcp.error().to_string().c_str()), 2;
     counter.listen_on(std::move(tcp).value());
     if (!flag["--port-file"].empty()) std::ofstream(flag["--port-file"]) << port << "\n";
     if (!flag["--unix"].empty()) {
-      auto unix_l = counter::listen_unix(flag["--unix"]);
+      auto unix_l = sample::listen_unix(flag["--unix"]);
       if (!unix_l.ok())
         return std::fprintf(stderr, "counter: %s\n", unix_l.error().to_string().c_str()), 2;
       counter.listen_on(std::move(unix_l).value());

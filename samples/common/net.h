@@ -1,4 +1,4 @@
-// Plain socket plumbing for the counter sample, kept out of main.cc so that main.cc reads
+// Plain socket plumbing for the samples, kept out of their main.cc so that it reads
 // as the Baton API and nothing else.
 #pragma once
 
@@ -17,7 +17,7 @@
 #include "baton/fd.h"
 #include "baton/result.h"
 
-namespace counter {
+namespace sample {
 
 /// "--flag value" pairs over `known` (flag -> default, "" = unset); a later flag wins.
 /// Unknown flags, a missing value, or a non-number where `numeric` names the flag are
@@ -28,9 +28,12 @@ inline baton::Result<std::map<std::string, std::string>> parse_flags(
   for (int i = 1; i < argc; i += 2) {
     std::string f = argv[i];
     if (!known.count(f)) {
+      std::string all;
+      for (auto& [name, def] : known) all += (all.empty() ? "" : ", ") + name;
       return baton::Error(baton::ErrorKind::kInvalidArgument,
-                          "unknown flag '" + f + "'; see samples/counter/README.md");
+                          "unknown flag '" + f + "'; the flags are " + all);
     }
+
     if (i + 1 >= argc) {
       return baton::Error(baton::ErrorKind::kInvalidArgument, f + " needs a value");
     }
@@ -102,4 +105,4 @@ inline baton::Result<baton::UniqueFd> listen_unix(const std::string& path) {
   return u;
 }
 
-}  // namespace counter
+}  // namespace sample
