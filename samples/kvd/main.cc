@@ -1,0 +1,151 @@
+// kvd: an in-memory key-value server for Redis clients that replaces its own binary on
+// SIGUSR2 without dropping a connection or a write. One source, three builds:
+//   kvd     schema v2, per-key expiry (SET EX/PX, EXPIRE, TTL)
+//   kvd-v1  schema v1, no expiry; upgrades to kvd and back
+//   kvd-bare  kvd without Baton, to measure what the runtime costs
+#include <signal.h>
+#include <sys/signalfd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "../common/net.h"
+#include "baton/runtime.h"
+#include "baton/tracked_map.h"
+#include "server.h"
+
+#ifndef KVD_SCHEMA
+#define KVD_SCHEMA 2
+#endif
+
+using namespace baton;
+using kvd::Server;
+using kvd::ServerOptions;
+
+namespace {
+
+int fail(const std::string& what, int status) {
+  std::fprintf(stderr, "kvd: %s\n", what.c_str());
+  return status;
+}
+
+// What kvd-v1 does to v2 state it inherits (a rollback): v1 cannot expire keys, so a key
+// with a TTL keeps its value and loses its TTL, and a key already past its TTL (lazily
+// not yet erased by v2) is dropped rather than brought back to life.
+struct Rollback {
+  int64_t now_ms = 0;
+  uint64_t ttls_removed = 0;
+  std::set<std::string> expired;  // erased once the take-over is complete
+
+  void migrate(std::string_view key, Entry& e) {
+    if (e.expires_at_ms == 0) {  // e.g. a replayed SET without EX after an expired one
+      if (!expired.empty()) expired.erase(std::string(key));
+      return;
+    }
+    if (e.expires_at_ms <= now_ms) {
+      expired.emplace(key);
+    } else {
+      ++ttls_removed;
+    }
+    e.expires_at_ms = 0;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sample::raise_fd_limit();
+  auto parsed = sample::parse_flags(argc, argv,
+                                    {{"--port", "6379"},
+                                     {"--bind", "127.0.0.1"},
+                                     {"--pidfile", ""},
+                                     {"--event-log", ""},
+                                     {"--control", ""},
+                                     {"--maxclients", "10000"},
+                                     {"--port-file", ""}},
+                                    {"--port", "--maxclients"});
+  if (!parsed.ok()) return fail(parsed.error().message(), 2);
+  auto& flag = parsed.value();
+  const long port = std::atol(flag["--port"].c_str());
+  const long maxclients = std::atol(flag["--maxclients"].c_str());
+  if (port > 65535) return fail("--port is 0..65535 (0: any free port)", 2);
+  if (maxclients < 1) return fail("--maxclients must be at least 1", 2);
+
+  // SIGTERM and SIGINT stop the server from its loop; blocked before any thread starts.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop, nullptr);
+  UniqueFd signals(::signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC));
+
+  TrackedMap map("kvd", KVD_SCHEMA);  // all of kvd's data, and all that survives an upgrade
+  Rollback rollback;
+#ifdef KVD_BARE
+  Runtime* rt = nullptr;
+#else
+  RuntimeOptions opt;
+  opt.pidfile = flag["--pidfile"];
+  opt.event_log = flag["--event-log"];
+  opt.control_socket = flag["--control"];
+  auto created = Runtime::create(argc, argv, opt);
+  if (!created.ok()) return fail(created.error().to_string(), 2);
+  Runtime* rt = created->get();
+  if (KVD_SCHEMA == 2) {
+    (void)map.migrations().add(1, 2, [](std::string_view, Entry&) {});  // v1 had no TTLs
+  } else {
+    rollback.now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    (void)map.migrations().add(
+        2, 1, [&rollback](std::string_view k, Entry& e) { rollback.migrate(k, e); });
+  }
+  if (auto r = rt->registry().add(map); !r.ok()) return fail(r.error().to_string(), 2);
+#endif
+
+  ServerOptions options;
+  options.maxclients = maxclients;
+
+  std::vector<InheritedSocket> inherited;
+  if (rt != nullptr && rt->is_successor()) {
+    auto taken = rt->take_over();  // restores the state and receives the sockets
+    if (!taken.ok()) return fail(taken.error().to_string(), 1);
+    inherited = std::move(taken).value();
+    if (map.migrating()) {
+      for (const std::string& key : rollback.expired) map.erase(key);
+      if (KVD_SCHEMA == 1) {
+        options.upgrade_note = "rolled back from schema v" + std::to_string(map.peer_version()) +
+                               ": " + std::to_string(rollback.ttls_removed) +
+                               " TTLs removed (those keys no longer expire), " +
+                               std::to_string(rollback.expired.size()) + " expired keys dropped";
+      } else {
+        options.upgrade_note = "upgraded from schema v" + std::to_string(map.peer_version());
+      }
+      std::fprintf(stderr, "kvd[%d]: %s\n", ::getpid(), options.upgrade_note.c_str());
+    }
+  }
+  Server server(rt, map, KVD_SCHEMA >= 2, options);
+  if (rt != nullptr && rt->is_successor()) {
+    for (InheritedSocket& s : inherited) {
+      if (s.tag == "listener") {
+        server.listen_on(std::move(s.fd));
+      } else {
+        server.adopt(std::move(s.fd), s.state);
+      }
+    }
+  } else {
+    uint16_t bound = 0;
+    auto l = sample::listen_tcp(flag["--bind"], static_cast<uint16_t>(port), &bound);
+    if (!l.ok()) return fail(l.error().to_string(), 2);
+    server.listen_on(std::move(l).value());
+    if (!flag["--port-file"].empty()) std::ofstream(flag["--port-file"]) << bound << "\n";
+    std::fprintf(stderr, "kvd[%d]: schema v%d, serving %s port %u\n", ::getpid(), KVD_SCHEMA,
+                 flag["--bind"].c_str(), bound);
+  }
+  if (rt != nullptr) rt->serving(server);  // pidfile, systemd READY=1; ends a blackout
+  return server.run(signals.get());
+}

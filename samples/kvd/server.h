@@ -1,0 +1,80 @@
+// kvd's event loop: one thread, edge-triggered epoll, pipelined RESP requests, and the
+// hooks through which Baton freezes it and hands its sockets to a successor.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "baton/fd.h"
+#include "baton/runtime.h"
+#include "baton/tracked_map.h"
+#include "store.h"
+
+namespace kvd {
+
+struct ServerOptions {
+  int64_t maxclients = 10000;
+  std::string upgrade_note;  // reported by INFO, e.g. what a rollback did to expiries
+};
+
+class Server final : public baton::UpgradeHooks, public ServerView {
+ public:
+  /// `runtime` is null in kvd-bare, the build without Baton that measures its overhead.
+  Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, ServerOptions options);
+  ~Server() override;
+
+  void listen_on(baton::UniqueFd fd);
+  /// A connection inherited from the previous generation, with the state freeze() gave it.
+  void adopt(baton::UniqueFd fd, std::string_view state);
+  /// Serves until committed() or a stop signal arrives on `signal_fd` (SIGTERM, SIGINT).
+  /// Returns the process's exit status.
+  int run(int signal_fd);
+
+  // --- baton::UpgradeHooks
+  std::vector<baton::FrozenSocket> freeze() override;
+  void unfreeze() override;
+  void throttle(bool on) override { throttled_ = on; }
+  void committed() override { done_ = true; }
+
+  // --- ServerView
+  std::string info(std::string_view section) const override;
+  int64_t maxclients() const override { return options_.maxclients; }
+
+ private:
+  struct Conn;
+  void accept_from(int listener);
+  Conn* add_conn(baton::UniqueFd fd);
+  void serve(Conn& c);
+  // Parses and runs the complete requests in `data`; returns the bytes consumed.
+  size_t process(Conn& c, std::string_view data);
+  void feed(Conn& c, const char* data, size_t n);
+  void flush(Conn& c);
+  void drop(Conn& c);
+  void reap_dropped();
+  void stop();
+
+  baton::Runtime* rt_;
+  baton::TrackedMap& map_;
+  Store store_;
+  ServerOptions options_;
+  baton::UniqueFd epoll_;
+  std::vector<baton::UniqueFd> listeners_;
+  std::vector<std::unique_ptr<Conn>> conns_;  // indexed by fd
+  std::vector<int> ready_;                    // connections with input left to serve next turn
+  std::vector<int> dropped_;                  // closed at the end of the loop turn
+  std::vector<int> accept_more_;
+  std::vector<std::string_view> args_;
+  std::unique_ptr<char[]> rbuf_;
+  int64_t clients_ = 0;
+  uint64_t connections_received_ = 0;
+  uint64_t rejected_ = 0;
+  int64_t started_ms_ = 0;
+  bool frozen_ = false;
+  bool throttled_ = false;
+  bool done_ = false;
+};
+
+}  // namespace kvd
