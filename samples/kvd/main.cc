@@ -10,12 +10,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <set>
 #include <string>
 
 #include "../common/net.h"
 #include "baton/runtime.h"
 #include "baton/tracked_map.h"
+#include "rollback.h"
 #include "server.h"
 
 #ifndef KVD_SCHEMA
@@ -32,28 +32,6 @@ int fail(const std::string& what, int status) {
   std::fprintf(stderr, "kvd: %s\n", what.c_str());
   return status;
 }
-
-// What kvd-v1 does to v2 state it inherits (a rollback): v1 cannot expire keys, so a key
-// with a TTL keeps its value and loses its TTL, and a key already past its TTL (lazily
-// not yet erased by v2) is dropped rather than brought back to life.
-struct Rollback {
-  int64_t now_ms = 0;
-  uint64_t ttls_removed = 0;
-  std::set<std::string> expired;  // erased once the take-over is complete
-
-  void migrate(std::string_view key, Entry& e) {
-    if (e.expires_at_ms == 0) {  // e.g. a replayed SET without EX after an expired one
-      if (!expired.empty()) expired.erase(std::string(key));
-      return;
-    }
-    if (e.expires_at_ms <= now_ms) {
-      expired.emplace(key);
-    } else {
-      ++ttls_removed;
-    }
-    e.expires_at_ms = 0;
-  }
-};
 
 }  // namespace
 
@@ -84,7 +62,7 @@ int main(int argc, char** argv) {
   UniqueFd signals(::signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC));
 
   TrackedMap map("kvd", KVD_SCHEMA);  // all of kvd's data, and all that survives an upgrade
-  Rollback rollback;
+  kvd::Rollback rollback;
 #ifdef KVD_BARE
   Runtime* rt = nullptr;
 #else

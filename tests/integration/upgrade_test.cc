@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "server_process.h"
 #include "shm_util.h"
 
 extern char** environ;
@@ -29,25 +30,9 @@ namespace baton {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Waits up to `seconds` for `pred`, polling every 10 ms.
-template <typename F>
-bool eventually(F pred, double seconds = 15) {
-  auto until = Clock::now() + std::chrono::duration<double>(seconds);
-  while (Clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
+using testing::Clock;
+using testing::eventually;
+using testing::slurp;
 
 class Client {
  public:
@@ -100,82 +85,13 @@ class Client {
   std::string buf_;
 };
 
-// One counter server (and whatever generations follow it) in a private directory.
-class Server {
+// A counter server (samples/counter).
+class Server : public testing::ServerProcess {
  public:
   explicit Server(std::vector<std::string> args, std::string failpoints = "",
-                  std::string binary = COUNTER_BIN, std::vector<std::string> extra_env = {}) {
-    ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // orphaned successors become ours to reap
-    char tmpl[] = "/tmp/baton-it-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    std::vector<std::string> argv_s = {binary,        "--port",       "0",
-                                       "--port-file", dir_ + "/port", "--pidfile",
-                                       dir_ + "/pid", "--event-log",  dir_ + "/events"};
-    for (std::string& a : args) {  // "{dir}" names this server's private directory
-      if (auto at = a.find("{dir}"); at != std::string::npos) a.replace(at, 5, dir_);
-    }
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_s;
-    for (char** e = environ; *e; ++e) {
-      if (std::string_view(*e).starts_with("BATON_")) continue;
-      env_s.emplace_back(*e);
-    }
-    if (!failpoints.empty()) env_s.push_back("BATON_FAILPOINTS=" + failpoints);
-    env_s.insert(env_s.end(), extra_env.begin(), extra_env.end());
-    std::vector<char*> envp;
-    for (auto& e : env_s) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    std::string log = dir_ + "/log";
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (::posix_spawn(&first_pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) {
-      first_pid_ = 0;
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    eventually([&] { return !slurp(dir_ + "/port").empty() && serving_pid() > 0; }, 10);
-    port_ = std::atoi(slurp(dir_ + "/port").c_str());
-  }
-
-  ~Server() {
-    // Kill what we started (the first process and the generations the pidfile names),
-    // then reap every child, within a deadline.
-    for (pid_t p : {serving_pid(), first_pid_})
-      if (p > 0) ::kill(p, SIGKILL);
-    auto until = Clock::now() + std::chrono::seconds(10);
-    while (Clock::now() < until) {
-      pid_t r = ::waitpid(-1, nullptr, WNOHANG);
-      if (r < 0) break;  // no children left
-      if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    fs::remove_all(dir_);
-  }
-
-  int port() const { return port_; }
-  const std::string& dir() const { return dir_; }
-  pid_t first_pid() const { return first_pid_; }
-  pid_t serving_pid() const { return std::atoi(slurp(dir_ + "/pid").c_str()); }
-  std::string log() const { return slurp(dir_ + "/log"); }
-  std::vector<std::string> events() const {
-    std::vector<std::string> out;
-    std::istringstream in(slurp(dir_ + "/events"));
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
-  }
-  bool upgrade_ended() const { return !events().empty(); }
-  // The pids of a process's children: a reaped successor is not among them.
-  static std::string children(pid_t pid) {
-    return slurp("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-  }
-
- private:
-  std::string dir_;
-  pid_t first_pid_ = 0;
-  int port_ = 0;
+                  std::string binary = COUNTER_BIN, std::vector<std::string> extra_env = {})
+      : ServerProcess(std::move(binary), std::move(args), std::move(failpoints),
+                      std::move(extra_env)) {}
 };
 
 // Sends INCRs on `c` until `done()` or a deadline, checking each reply is the last + 1.

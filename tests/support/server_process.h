@@ -1,0 +1,164 @@
+// A sample server run as a real process for integration tests: a private directory,
+// port 0, bounded waits, and every process it started killed by pid and reaped.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace baton::testing {
+
+using Clock = std::chrono::steady_clock;
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Waits up to `seconds` for `pred`, polling every 10 ms.
+template <typename F>
+bool eventually(F pred, double seconds = 15) {
+  auto until = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+/// A sample server (and whatever generations follow it) in a private directory. It is
+/// started with --port 0 --port-file, --pidfile and --event-log there, plus `args`.
+class ServerProcess {
+ public:
+  ServerProcess(std::string binary, std::vector<std::string> args, std::string failpoints = "",
+                std::vector<std::string> extra_env = {}) {
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // orphaned successors become ours to reap
+    char tmpl[] = "/tmp/baton-it-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    std::vector<std::string> argv_s = {binary,        "--port",       "0",
+                                       "--port-file", dir_ + "/port", "--pidfile",
+                                       dir_ + "/pid", "--event-log",  dir_ + "/events"};
+    for (std::string& a : args) {  // "{dir}" names this server's private directory
+      if (auto at = a.find("{dir}"); at != std::string::npos) a.replace(at, 5, dir_);
+    }
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s;
+    for (char** e = environ; *e; ++e) {
+      if (std::string_view(*e).starts_with("BATON_")) continue;
+      env_s.emplace_back(*e);
+    }
+    if (!failpoints.empty()) env_s.push_back("BATON_FAILPOINTS=" + failpoints);
+    env_s.insert(env_s.end(), extra_env.begin(), extra_env.end());
+    std::vector<char*> envp;
+    for (auto& e : env_s) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    std::string log = dir_ + "/log";
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (::posix_spawn(&first_pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) {
+      first_pid_ = 0;
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    eventually([&] { return !slurp(dir_ + "/port").empty() && serving_pid() > 0; }, 10);
+    port_ = std::atoi(slurp(dir_ + "/port").c_str());
+  }
+
+  ~ServerProcess() {
+    // Kill what we started (the first process and the generations the pidfile names),
+    // then reap every child, within a deadline.
+    for (pid_t p : {serving_pid(), first_pid_})
+      if (p > 0) ::kill(p, SIGKILL);
+    auto until = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < until) {
+      pid_t r = ::waitpid(-1, nullptr, WNOHANG);
+      if (r < 0) break;  // no children left
+      if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::filesystem::remove_all(dir_);
+  }
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  pid_t first_pid() const { return first_pid_; }
+  pid_t serving_pid() const { return std::atoi(slurp(dir_ + "/pid").c_str()); }
+  std::string log() const { return slurp(dir_ + "/log"); }
+  std::vector<std::string> events() const {
+    std::vector<std::string> out;
+    std::istringstream in(slurp(dir_ + "/events"));
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  }
+  bool upgrade_ended() const { return !events().empty(); }
+  // The pids of a process's children: a reaped successor is not among them.
+  static std::string children(pid_t pid) {
+    return slurp("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  }
+
+ private:
+  std::string dir_;
+  pid_t first_pid_ = 0;
+  int port_ = 0;
+};
+
+/// Starts `argv` (argv[0] a path) with stdout and stderr appended to `out_path`. Returns
+/// its pid, or 0 when it could not start.
+inline pid_t spawn_process(std::vector<std::string> argv, const std::string& out_path) {
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  if (::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) pid = 0;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+/// Waits up to `seconds` for `pid` to exit and reaps it; past the deadline it is killed
+/// and -1 returned. Otherwise the wait status.
+inline int wait_process(pid_t pid, double seconds) {
+  auto until = Clock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  while (Clock::now() < until) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return -1;
+}
+
+/// True while `pid` (a child) has not exited; does not reap it.
+inline bool still_running(pid_t pid) {
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == 0;
+}
+
+}  // namespace baton::testing
