@@ -10,7 +10,9 @@ BATON_PACKAGES=(
   liburing-dev
   libbenchmark-dev
   libgtest-dev googletest
+  redis-tools           # redis-benchmark and redis-cli: real clients for kvd's tests and demo
 )
+
 
 baton_install_deps() {
   local missing=()
