@@ -74,6 +74,8 @@ class Server final : public baton::UpgradeHooks, public ServerView {
   int64_t started_ms_ = 0;
   bool frozen_ = false;
   bool throttled_ = false;
+  int turn_budget_ = 0;  // requests left this loop turn while throttled
+
   bool done_ = false;
 };
 
