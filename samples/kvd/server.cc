@@ -336,7 +336,6 @@ int Server::run(int signal_fd) {
       timespec pause{0, 1'000'000};  // see kThrottledRequestsPerTurn
       ::nanosleep(&pause, nullptr);
     }
-
   }
   return 0;  // committed: the successor serves; our copies of its sockets close with us
 }
