@@ -45,10 +45,16 @@ struct Frozen {            # incumbent -> successor: no more deltas after finalL
 struct HandedFd {
   tag @0 :Text;            # the server's own label: "listener", "conn", ...
   state @1 :Data;          # opaque per-connection bytes, e.g. a half-read request
+  id @2 :UInt64;           # the socket's identity (its inode) while it is open
+  early @3 :Bool;          # in FdBatch: names a socket sent in EarlyFds (by id); no fd attached
 }
 
-struct FdBatch {           # incumbent -> successor, its fds attached in order
-  fds @0 :List(HandedFd);
+struct FdBatch {           # incumbent -> successor after FROZEN; fds of entries that are
+  fds @0 :List(HandedFd);  # not `early` attached in order
+}
+
+struct EarlyFds {          # incumbent -> successor in catch-up, before FROZEN: sockets handed
+  fds @0 :List(HandedFd);  # over ahead of the freeze (no state yet), fds attached in order
 }
 
 struct Prepared {          # successor -> incumbent: state exact, every fd held
@@ -72,9 +78,11 @@ struct Commit {            # incumbent -> successor: the fds are yours
   timings @1 :Timings;
 }
 
-struct Progress {          # successor -> incumbent, at most every millisecond in catch-up
-  appliedLsn @0 :UInt64;
+struct Progress {          # successor -> incumbent, at most every millisecond in catch-up,
+  appliedLsn @0 :UInt64;   # and at once after EarlyFds
+  earlyFds @1 :UInt32;     # early sockets received (and prepared by the server) so far
 }
+
 
 struct Serving {           # successor -> incumbent: COMMIT received; serving from now on
   pid @0 :Int32;
@@ -97,6 +105,7 @@ struct Message {
     abort @8 :Abort;
     serving @9 :Serving;
     progress @10 :Progress;
+    earlyFds @11 :EarlyFds;
 
   }
 }

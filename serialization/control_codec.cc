@@ -52,9 +52,26 @@ Timings read(wire::Timings::Reader r) {
       r.getFreezeStartUs(), r.getCheckpointBytes(), r.getDeltas(),       r.getFds()};
 }
 
+void fill(capnp::List<wire::HandedFd>::Builder l, const std::vector<HandedFd>& fds) {
+  for (unsigned i = 0; i < fds.size(); ++i) {
+    l[i].setTag(text(fds[i].tag));
+    l[i].setState(data(fds[i].state));
+    l[i].setId(fds[i].id);
+    l[i].setEarly(fds[i].early);
+  }
+}
+
+std::vector<HandedFd> read(capnp::List<wire::HandedFd>::Reader l) {
+  std::vector<HandedFd> out;
+  out.reserve(l.size());
+  for (auto f : l) out.push_back({str(f.getTag()), str(f.getState()), f.getId(), f.getEarly()});
+  return out;
+}
+
 }  // namespace
 
 std::string encode_message(const Message& m) {
+
   capnp::MallocMessageBuilder builder;
   auto root = builder.initRoot<wire::Message>();
   std::visit(
@@ -92,11 +109,9 @@ std::string encode_message(const Message& m) {
           f.setFdCount(v.fd_count);
           f.setFreezeStartUs(v.freeze_start_us);
         } else if constexpr (std::is_same_v<T, FdBatch>) {
-          auto l = root.initFdBatch().initFds(static_cast<unsigned>(v.fds.size()));
-          for (unsigned i = 0; i < v.fds.size(); ++i) {
-            l[i].setTag(text(v.fds[i].tag));
-            l[i].setState(data(v.fds[i].state));
-          }
+          fill(root.initFdBatch().initFds(static_cast<unsigned>(v.fds.size())), v.fds);
+        } else if constexpr (std::is_same_v<T, EarlyFds>) {
+          fill(root.initEarlyFds().initFds(static_cast<unsigned>(v.fds.size())), v.fds);
         } else if constexpr (std::is_same_v<T, Prepared>) {
           auto p = root.initPrepared();
           p.setAppliedLsn(v.applied_lsn);
@@ -110,7 +125,9 @@ std::string encode_message(const Message& m) {
         } else if constexpr (std::is_same_v<T, handoff::Serving>) {
           root.initServing().setPid(v.pid);
         } else {
-          root.initProgress().setAppliedLsn(v.applied_lsn);
+          auto p = root.initProgress();
+          p.setAppliedLsn(v.applied_lsn);
+          p.setEarlyFds(v.early_fds);
         }
       },
       m);
@@ -162,13 +179,11 @@ Result<Message> decode_message(std::string_view packet) {
         auto f = root.getFrozen();
         return Message(Frozen{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs()});
       }
-      case wire::Message::FD_BATCH: {
-        FdBatch out;
-        for (auto f : root.getFdBatch().getFds()) {
-          out.fds.push_back({str(f.getTag()), str(f.getState())});
-        }
-        return Message(std::move(out));
-      }
+      case wire::Message::FD_BATCH:
+        return Message(FdBatch{read(root.getFdBatch().getFds())});
+      case wire::Message::EARLY_FDS:
+        return Message(EarlyFds{read(root.getEarlyFds().getFds())});
+
       case wire::Message::PREPARED: {
         auto p = root.getPrepared();
         return Message(Prepared{p.getAppliedLsn(), p.getFdsReceived()});
@@ -182,7 +197,9 @@ Result<Message> decode_message(std::string_view packet) {
       case wire::Message::SERVING:
         return Message(handoff::Serving{root.getServing().getPid()});
       case wire::Message::PROGRESS:
-        return Message(handoff::Progress{root.getProgress().getAppliedLsn()});
+        return Message(handoff::Progress{root.getProgress().getAppliedLsn(),
+                                         root.getProgress().getEarlyFds()});
+
 
       default:
         return Error(ErrorKind::kVersion, "control message of unknown type " +

@@ -16,12 +16,15 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       CheckpointReady{100, 1 << 20},
       Restored{5, 6},
       Frozen{120, 3, 77},
-      FdBatch{{{"listener", ""}, {"conn", std::string("half\0read", 9)}}},
+      FdBatch{{{"listener", "", 7, true}, {"conn", std::string("half\0read", 9), 8, false}}},
+      EarlyFds{{{"conn", "", 1ull << 40, false}}},
       Prepared{120, 3},
       Commit{9, t},
       Abort{"successor crashed"},
       Serving{77},
-      Progress{12345}};
+      Progress{12345, 17}};
+  static_assert(std::variant_size_v<Message> == 12, "every message type is in this list");
+
 
   for (const Message& m : all) {
     auto back = serialization::decode_message(serialization::encode_message(m));

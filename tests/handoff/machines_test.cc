@@ -70,8 +70,12 @@ class FakeIncumbent : public IncumbentEnv {
   uint64_t backlog_bytes() override { return backlog; }
   uint64_t last_lsn() override { return lsn; }
   uint64_t deltas_sent() override { return 7; }
+  std::vector<HandoffSocket> early;  // what early_sockets() offers
+  std::vector<HandoffSocket> at_freeze;  // when set, what freeze() returns
+  std::vector<HandoffSocket> early_sockets() override { return early; }
   std::vector<HandoffSocket> freeze() override {
     events.push_back("freeze");
+    if (!at_freeze.empty()) return at_freeze;
     std::vector<HandoffSocket> out;
     for (size_t i = 0; i < sockets_at_freeze; ++i) {
       socket_fds.push_back(open_fd());
@@ -282,6 +286,48 @@ TEST(IncumbentMachine, LagPolicyThrottlesThenAborts) {
             std::string::npos);
 }
 
+TEST(IncumbentMachine, SendsSocketsEarlyAndFreezesOnlyOnceTheSuccessorHasThem) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  int listener = open_fd(), conn = open_fd(), reused = open_fd(), fresh = open_fd();
+  env.socket_fds = {listener, conn, reused, fresh};  // closed by the fake
+  env.early = {{listener, "listener", "", 11}, {conn, "conn", "", 12}, {reused, "conn", "", 13}};
+  // At the freeze: `reused` names another socket now (new id); `fresh` is new.
+  env.at_freeze = {{listener, "listener", "", 11},
+                   {conn, "conn", "half", 12},
+                   {reused, "conn", "", 99},
+                   {fresh, "conn", "", 14}};
+  to_catch_up(m, env);
+  m.on_message(Restored{1000, 5});
+  ASSERT_EQ(env.sent_of<EarlyFds>().size(), 1u);
+  EXPECT_EQ(env.sent.back().fds, (std::vector<int>{listener, conn, reused}));
+  EXPECT_EQ(env.sent_of<EarlyFds>()[0]->fds[1], (HandedFd{"conn", "", 12, false}));
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "not before the successor has them";
+  m.on_message(Progress{100, 2});
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  m.on_message(Progress{100, 3});
+  m.tick();
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
+  EXPECT_EQ(env.sent_of<Frozen>()[0]->fd_count, 4u);
+  auto batch = env.sent_of<FdBatch>();
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_EQ(batch[0]->fds[0], (HandedFd{"listener", "", 11, true}));
+  EXPECT_EQ(batch[0]->fds[1], (HandedFd{"conn", "half", 12, true}));
+  EXPECT_FALSE(batch[0]->fds[2].early) << "same fd number, another socket: sent again";
+  EXPECT_FALSE(batch[0]->fds[3].early);
+  EXPECT_EQ(env.sent.back().fds, (std::vector<int>{reused, fresh}));
+  m.on_message(Prepared{100, 4});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
+}
+
+TEST(IncumbentMachine, WithNoEarlySocketsItFreezesAsBefore) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);
+  EXPECT_TRUE(env.sent_of<EarlyFds>().empty());
+}
+
 TEST(IncumbentMachine, FreezesOnlyOnceTheSuccessorHasAppliedAlmostEverything) {
   FakeIncumbent env;
   IncumbentMachine m(env, 1);
@@ -405,7 +451,11 @@ class FakeSuccessor : public SuccessorEnv {
     serving = true;
   }
   void fail(std::string_view reason) override { failed = std::string(reason); }
+  std::vector<int> early, withdrawn;
+  void early_socket(int fd, std::string_view) override { early.push_back(fd); }
+  void early_socket_withdrawn(int fd) override { withdrawn.push_back(fd); }
 };
+
 
 std::vector<UniqueFd> fds(size_t n) {
   std::vector<UniqueFd> out;
@@ -514,6 +564,49 @@ TEST(SuccessorMachine, RestoreFailureIsReportedToTheIncumbent) {
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
   EXPECT_NE(std::get<Abort>(env.sent.back()).reason.find("checksum mismatch"), std::string::npos);
+}
+
+TEST(SuccessorMachine, EarlySocketsAreNamedByIdAtTheFreezeAndTheRestWithdrawn) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 7);
+  s.start();
+  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  auto early = fds(2);
+  const int kept = early[0].get(), closed = early[1].get();
+  s.on_message(EarlyFds{{{"conn", "", 12, false}, {"conn", "", 13, false}}}, std::move(early));
+  EXPECT_EQ(env.early, (std::vector<int>{kept, closed}));
+  ASSERT_TRUE(std::holds_alternative<Progress>(env.sent.back())) << "acknowledged at once";
+  EXPECT_EQ(std::get<Progress>(env.sent.back()).early_fds, 2u);
+  s.on_message(Frozen{120, 2, 777}, {});
+  auto one = fds(1);
+  const int fresh = one[0].get();
+  s.on_message(FdBatch{{{"conn", "half", 12, true}, {"listener", "", 14, false}}}, std::move(one));
+  env.applied = 120;
+  s.tick();
+  ASSERT_EQ(s.phase(), SuccessorPhase::kPrepared);
+  EXPECT_EQ(env.withdrawn, std::vector<int>{closed});
+  EXPECT_FALSE(is_open(closed));
+  s.on_message(Commit{5, {}}, {});
+  ASSERT_EQ(env.served.size(), 2u);
+  EXPECT_EQ(env.served[0].fd, kept);
+  EXPECT_TRUE(env.served[0].early);
+  EXPECT_EQ(env.served[0].state, "half");
+  EXPECT_EQ(env.served[1].fd, fresh);
+  EXPECT_FALSE(env.served[1].early);
+}
+
+TEST(SuccessorMachine, AnFdBatchNamingAnUnknownEarlySocketFails) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 7);
+  s.start();
+  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  s.on_message(Frozen{120, 1, 777}, {});
+  s.on_message(FdBatch{{{"conn", "", 42, true}}}, {});
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  ASSERT_TRUE(env.failed);
+  EXPECT_NE(env.failed->find("early socket id 42"), std::string::npos) << *env.failed;
 }
 
 TEST(SuccessorMachine, MessagesWithTheWrongFdsOrOutOfOrderFail) {

@@ -26,6 +26,20 @@ struct InheritedSocket {
   UniqueFd fd;
   std::string tag;
   std::string state;
+  bool early = false;  // already given to EarlySockets::early_socket() under this fd
+};
+
+/// Successor side, optional: receives the sockets the incumbent hands over ahead of its
+/// freeze (UpgradeHooks::early()), from inside take_over(), so that the server registers
+/// them while the incumbent still serves and the blackout moves only their state.
+class EarlySockets {
+ public:
+  virtual ~EarlySockets() = default;
+  /// take_over() will return this fd again (with `early` set and the final state) unless
+  /// it is withdrawn. Prepare it, e.g. add it to epoll; do not read, write or close it.
+  virtual void early_socket(int fd, const std::string& tag) = 0;
+  /// The incumbent closed the socket before its freeze: forget `fd`; the runtime closes it.
+  virtual void early_socket_withdrawn(int fd) = 0;
 };
 
 /// What the runtime asks of the server during an upgrade; called on the server's thread
@@ -33,6 +47,11 @@ struct InheritedSocket {
 class UpgradeHooks {
  public:
   virtual ~UpgradeHooks() = default;
+  /// Optional: listeners and established connections to hand over ahead of the freeze,
+  /// while the server keeps serving them (their state is ignored here). Called once per
+  /// upgrade, after the successor restored. freeze() still returns every socket with its
+  /// final state; those sent early then move without their fd (docs/protocol.md).
+  virtual std::vector<FrozenSocket> early() { return {}; }
   /// Stop accepting and reading (the kernel queues new connections and bytes); keep
   /// every fd open; return every listener and connection to hand over.
   virtual std::vector<FrozenSocket> freeze() = 0;
@@ -98,8 +117,9 @@ class Runtime {
 
   /// Successor only, after registering sections: restores the state, replays deltas and
   /// receives the sockets. On success the caller serves them at once; on error it exits
-  /// (the incumbent serves on).
-  Result<std::vector<InheritedSocket>> take_over();
+  /// (the incumbent serves on). `early`, if given, sees sockets sent ahead of the freeze.
+  Result<std::vector<InheritedSocket>> take_over(EarlySockets* early = nullptr);
+
 
   /// The server is ready to serve (call once, with hooks that outlive the runtime):
   /// writes the pidfile and, under systemd, MAINPID=/READY=1. In a successor it also

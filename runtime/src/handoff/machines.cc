@@ -50,7 +50,8 @@ std::string seconds(int64_t us) {
 std::string_view message_name(const Message& m) {
   static constexpr std::string_view kNames[] = {
       "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN", "FD_BATCH", "PREPARED",
-      "COMMIT", "ABORT",   "SERVING",          "PROGRESS"};
+      "COMMIT", "ABORT",   "SERVING",          "PROGRESS", "EARLY_FDS"};
+
   static_assert(std::size(kNames) == std::variant_size_v<Message>, "name every message");
   return kNames[m.index()];
 }
@@ -123,6 +124,9 @@ Result<void> IncumbentMachine::request_upgrade() {
   acked_lsn_ = 0;
 
   fd_count_ = 0;
+  early_sent_ = false;
+  early_.clear();
+  early_acked_ = 0;
   last_abort_.clear();
   phase_ = IncumbentPhase::kAwaitHello;  // before spawning: abort() must see an upgrade
   if (auto r = env_.spawn_successor(); !r.ok()) {
@@ -182,6 +186,7 @@ void IncumbentMachine::on_message(const Message& m) {
   if (const auto* p = std::get_if<Progress>(&m)) {
     // Informational in any phase: how far the successor has replayed.
     acked_lsn_ = std::max(acked_lsn_, p->applied_lsn);
+    early_acked_ = std::max(early_acked_, p->early_fds);
     return;
   }
   if (const auto* p = std::get_if<Prepared>(&m); p && phase_ == IncumbentPhase::kAwaitPrepared) {
@@ -267,10 +272,20 @@ void IncumbentMachine::tick() {
         }
         return;
       }
+      if (!early_sent_) {
+        early_sent_ = true;
+        if (auto r = send_early(); !r.ok()) {
+          return abort("sending early fds: " + r.error().to_string());
+        }
+      }
       // Converged when little is left to send AND little is left to apply: deltas in the
       // socket or the successor's inbox would otherwise be replayed inside the freeze.
       const uint64_t unapplied = env_.last_lsn() - std::min(env_.last_lsn(), acked_lsn_);
-      if (backlog <= lag_.converge_bytes && unapplied <= lag_.converge_deltas) return freeze();
+      // ... and the successor has prepared every early socket, outside the blackout.
+      if (backlog <= lag_.converge_bytes && unapplied <= lag_.converge_deltas &&
+          early_acked_ >= early_.size()) {
+        return freeze();
+      }
       if (now - *restored_at_us_ > lag_.converge_within_us) {
         return abort("deltas did not converge within " + seconds(lag_.converge_within_us) +
                      " of RESTORED (backlog " + std::to_string(backlog) + " bytes)");
@@ -294,6 +309,25 @@ void IncumbentMachine::tick() {
   }
 }
 
+// Sockets go ahead of the freeze, so that inside it only their state moves and the
+// successor has already registered them: both cost about a microsecond per socket.
+Result<void> IncumbentMachine::send_early() {
+  std::vector<HandoffSocket> sockets = env_.early_sockets();
+  for (size_t i = 0; i < sockets.size();) {
+    EarlyFds batch;
+    std::vector<int> fds;
+    for (; i < sockets.size() && fds.size() < kMaxFdsPerMessage; ++i) {
+      const HandoffSocket& s = sockets[i];
+      if (s.id == 0 || early_.count(s.id)) continue;  // no identity: it moves at the freeze
+      batch.fds.push_back({s.tag, "", s.id, false});
+      fds.push_back(s.fd);
+      early_[s.id] = s.fd;
+    }
+    if (!fds.empty()) BATON_TRY(env_.send(batch, fds));
+  }
+  return ok();
+}
+
 void IncumbentMachine::freeze() {
   t_.freeze_start_us = env_.now_us();
   t_.catchup_us = t_.freeze_start_us - phase_start_us_;
@@ -311,7 +345,8 @@ void IncumbentMachine::freeze() {
   t_.fds = fd_count_;
   Frozen f{final_lsn_, fd_count_, t_.freeze_start_us};
   if (auto r = env_.send(f, {}); !r.ok()) return abort("sending FROZEN: " + r.error().to_string());
-  // Fd batches: at most kMaxFdsPerMessage fds and about half a message of state each.
+  // Fd batches: at most kMaxFdsPerMessage fds and about half a message of state each. A
+  // socket sent early (same id, same fd) moves by reference, without its fd.
   size_t i = 0;
   while (i < sockets.size()) {
     FdBatch batch;
@@ -319,12 +354,16 @@ void IncumbentMachine::freeze() {
     size_t bytes = 0;
     while (i < sockets.size() && fds.size() < kMaxFdsPerMessage &&
            bytes + sockets[i].state.size() + sockets[i].tag.size() < kMaxMessageBytes / 2) {
-      bytes += sockets[i].state.size() + sockets[i].tag.size() + 16;
-      batch.fds.push_back({sockets[i].tag, sockets[i].state});
-      fds.push_back(sockets[i].fd);
+      const HandoffSocket& s = sockets[i];
+      auto it = s.id != 0 ? early_.find(s.id) : early_.end();
+      const bool early = it != early_.end() && it->second == s.fd;
+      bytes += s.state.size() + s.tag.size() + 32;
+      batch.fds.push_back({s.tag, s.state, s.id, early});
+      if (!early) fds.push_back(s.fd);
       ++i;
     }
-    if (fds.empty())
+    if (batch.fds.empty())
+
       return abort("per-connection state of fd " + std::to_string(sockets[i].fd) +
                    " is too large to hand over");
     if (auto r = env_.send(batch, fds); !r.ok()) {
@@ -365,6 +404,7 @@ void IncumbentMachine::abort(std::string reason, bool tell_successor) {
 
 SuccessorMachine::~SuccessorMachine() {
   for (HandoffSocket& s : sockets_) UniqueFd close_it(s.fd);
+  for (auto& [id, s] : early_) UniqueFd close_it(s.fd);
 }
 
 void SuccessorMachine::start() {
@@ -380,8 +420,9 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   if (phase_ == SuccessorPhase::kServing || phase_ == SuccessorPhase::kFailed) return;
   if (const auto* a = std::get_if<Abort>(&m)) return fail("incumbent aborted: " + a->reason, false);
   const size_t expected_fds = std::holds_alternative<CheckpointReady>(m) ? 1
-                              : std::holds_alternative<FdBatch>(m) ? std::get<FdBatch>(m).fds.size()
-                                                                   : 0;
+                              : std::holds_alternative<FdBatch>(m) ? std::get<FdBatch>(m).attached()
+                              : std::holds_alternative<EarlyFds>(m) ? std::get<EarlyFds>(m).fds.size()
+                                                                    : 0;
   if (fds.size() != expected_fds) {
     return fail(std::string(message_name(m)) + " came with " + std::to_string(fds.size()) +
                 " fds, expected " + std::to_string(expected_fds));
@@ -406,10 +447,39 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
     deadline_us_ = env_.now_us() + timeouts_.prepared_us;
     return tick();
   }
+  if (const auto* e = std::get_if<EarlyFds>(&m);
+      e && phase_ == SuccessorPhase::kCatchUp && !frozen_) {
+    for (size_t i = 0; i < e->fds.size(); ++i) {
+      const HandedFd& f = e->fds[i];
+      if (f.id == 0 || early_.count(f.id)) {
+        return fail("EARLY_FDS carries socket id " + std::to_string(f.id) + " twice or as 0");
+      }
+      const int fd = fds[i].release();
+      early_[f.id] = {fd, f.tag, "", f.id, true};
+      env_.early_socket(fd, f.tag);
+    }
+    early_received_ += static_cast<uint32_t>(e->fds.size());
+    // At once: the incumbent freezes only after this acknowledgement.
+    if (auto r = env_.send(Progress{applied_lsn_, early_received_}); !r.ok()) {
+      return fail("sending PROGRESS: " + r.error().to_string(), false);
+    }
+    return tick();
+  }
   if (const auto* b = std::get_if<FdBatch>(&m);
       b && phase_ == SuccessorPhase::kCatchUp && frozen_) {
-    for (size_t i = 0; i < b->fds.size(); ++i) {
-      sockets_.push_back({fds[i].release(), b->fds[i].tag, b->fds[i].state});
+    size_t next_fd = 0;
+    for (const HandedFd& f : b->fds) {
+      if (!f.early) {
+        sockets_.push_back({fds[next_fd++].release(), f.tag, f.state, f.id, false});
+        continue;
+      }
+      auto it = early_.find(f.id);
+      if (it == early_.end()) {
+        return fail("FD_BATCH names early socket id " + std::to_string(f.id) +
+                    ", which EARLY_FDS never carried");
+      }
+      sockets_.push_back({it->second.fd, f.tag, f.state, f.id, true});
+      early_.erase(it);
     }
     if (sockets_.size() > frozen_->fd_count) {
       return fail("received " + std::to_string(sockets_.size()) + " fds, FROZEN announced " +
@@ -456,7 +526,8 @@ void SuccessorMachine::tick() {
     const int64_t now = env_.now_us();
     if (!frozen_ && applied_lsn_ != reported_lsn_ && now - reported_at_us_ >= 1000) {
       // Lets the incumbent freeze only once little is left to replay.
-      if (auto r = env_.send(Progress{applied_lsn_}); !r.ok()) {
+      if (auto r = env_.send(Progress{applied_lsn_, early_received_}); !r.ok()) {
+
         return fail("sending PROGRESS: " + r.error().to_string(), false);
       }
       reported_lsn_ = applied_lsn_;
@@ -478,6 +549,12 @@ void SuccessorMachine::maybe_prepare() {
     return fail("applied LSN " + std::to_string(applied_lsn_) + " is past the final LSN " +
                 std::to_string(frozen_->final_lsn));
   }
+  // Early sockets the final batches did not name were closed by the incumbent meanwhile.
+  for (auto& [id, s] : early_) {
+    env_.early_socket_withdrawn(s.fd);
+    UniqueFd close_it(s.fd);
+  }
+  early_.clear();
   Prepared p{applied_lsn_, static_cast<uint32_t>(sockets_.size())};
   if (auto r = env_.send(p); !r.ok())
     return fail("sending PREPARED: " + r.error().to_string(), false);
@@ -490,7 +567,10 @@ void SuccessorMachine::fail(std::string reason, bool tell_incumbent) {
   phase_ = SuccessorPhase::kFailed;
   for (HandoffSocket& s : sockets_) UniqueFd close_it(s.fd);
   sockets_.clear();
+  for (auto& [id, s] : early_) UniqueFd close_it(s.fd);
+  early_.clear();
   env_.fail(reason);
+
 }
 
 }  // namespace baton::handoff

@@ -9,7 +9,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
+
 
 #include "baton/fd.h"
 #include "baton/result.h"
@@ -24,6 +26,8 @@ struct HandoffSocket {
   int fd = -1;
   std::string tag;
   std::string state;
+  uint64_t id = 0;     // its inode: matches a socket sent early to itself at the freeze
+  bool early = false;  // successor: it came in EARLY_FDS, ahead of the freeze
 };
 
 /// A section as the incumbent writes it.
@@ -83,6 +87,8 @@ class IncumbentEnv {
   virtual uint64_t backlog_bytes() = 0;    // captured but not yet in the socket
   virtual uint64_t last_lsn() = 0;
   virtual uint64_t deltas_sent() = 0;
+  /// Sockets to hand over ahead of the freeze (the server keeps serving them); may be none.
+  virtual std::vector<HandoffSocket> early_sockets() = 0;
   /// Stop accepting and reading; keep every fd open; return them all.
   virtual std::vector<HandoffSocket> freeze() = 0;
   virtual void unfreeze() = 0;
@@ -115,6 +121,7 @@ class IncumbentMachine {
 
  private:
   void on_hello(const Hello& h);
+  Result<void> send_early();
   void freeze();
   void abort(std::string reason, bool tell_successor = true);
 
@@ -132,6 +139,9 @@ class IncumbentMachine {
   uint64_t final_lsn_ = 0;
   uint64_t acked_lsn_ = 0;  // the successor's last PROGRESS
   uint32_t fd_count_ = 0;
+  bool early_sent_ = false;
+  std::unordered_map<uint64_t, int> early_;  // id -> fd of the sockets sent early
+  uint32_t early_acked_ = 0;                 // ... that the successor has confirmed
   std::string last_abort_;
 };
 
@@ -151,6 +161,11 @@ class SuccessorEnv {
   virtual Result<Restored> restore(UniqueFd fd) = 0;
   /// Applies whatever delta frames have arrived; returns the last applied LSN.
   virtual Result<uint64_t> replay_available() = 0;
+  /// A socket sent ahead of the freeze: serve() will hand it over again (same fd) unless
+  /// it is withdrawn first. It must not be read or written before.
+  virtual void early_socket(int fd, std::string_view tag) = 0;
+  /// The incumbent closed that early socket before its freeze; the machine closes the fd.
+  virtual void early_socket_withdrawn(int fd) = 0;
   /// Takes over: serve `sockets`. `incumbent_gone` when no COMMIT came (takeover).
   virtual void serve(std::vector<HandoffSocket> sockets, const Commit& commit,
                      bool incumbent_gone) = 0;
@@ -190,6 +205,10 @@ class SuccessorMachine {
   int64_t reported_at_us_ = 0;
 
   std::vector<HandoffSocket> sockets_;  // fds owned: closed unless handed to serve()
+  std::unordered_map<uint64_t, HandoffSocket> early_;  // by id; fds owned likewise
+  uint32_t early_received_ = 0;
+
+
   Commit commit_;
 };
 

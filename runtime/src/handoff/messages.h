@@ -13,7 +13,7 @@
 namespace baton::handoff {
 
 /// Bumped whenever serialization/control.capnp or the phase order changes.
-inline constexpr uint32_t kProtocolVersion = 3;
+inline constexpr uint32_t kProtocolVersion = 4;
 /// The largest control message accepted; fd batches are split below it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 /// The largest per-connection state the server may hand over with one fd.
@@ -63,12 +63,25 @@ struct Frozen {
 struct HandedFd {
   std::string tag;
   std::string state;
+  uint64_t id = 0;     // the socket's inode
+  bool early = false;  // in FdBatch: refers to an EarlyFds socket by id; no fd attached
   bool operator==(const HandedFd&) const = default;
 };
 
 struct FdBatch {
   std::vector<HandedFd> fds;
   bool operator==(const FdBatch&) const = default;
+  /// The fds attached to this message: one per entry that is not `early`.
+  size_t attached() const {
+    size_t n = 0;
+    for (const HandedFd& f : fds) n += !f.early;
+    return n;
+  }
+};
+
+struct EarlyFds {
+  std::vector<HandedFd> fds;  // one attached fd per entry
+  bool operator==(const EarlyFds&) const = default;
 };
 
 struct Prepared {
@@ -108,11 +121,14 @@ struct Serving {
 
 struct Progress {
   uint64_t applied_lsn = 0;
+  uint32_t early_fds = 0;
+
   bool operator==(const Progress&) const = default;
 };
 
 using Message = std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared,
-                             Commit, Abort, Serving, Progress>;
+                             Commit, Abort, Serving, Progress, EarlyFds>;
+
 
 /// "HELLO", "WELCOME", ... for logs and errors.
 std::string_view message_name(const Message& m);

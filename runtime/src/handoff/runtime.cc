@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -511,11 +512,26 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   uint64_t last_lsn() override { return registry_.log().last_lsn(); }
   uint64_t deltas_sent() override { return deltas_sent_; }
 
+  // A socket's identity while it is open: the same fd number may name another socket
+  // after a close and an accept, the same inode may not.
+  static uint64_t socket_id(int fd) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+  }
+  std::vector<HandoffSocket> early_sockets() override {
+    std::vector<HandoffSocket> out;
+    if (hooks_ == nullptr) return out;
+    for (FrozenSocket& s : hooks_->early()) out.push_back({s.fd, s.tag, "", socket_id(s.fd)});
+    return out;
+  }
   std::vector<HandoffSocket> freeze() override {
     std::vector<HandoffSocket> out;
     if (control_listener_) out.push_back({control_listener_.get(), kControlTag, ""});
     if (hooks_ == nullptr) return out;
-    for (FrozenSocket& s : hooks_->freeze()) out.push_back({s.fd, s.tag, std::move(s.state)});
+    for (FrozenSocket& s : hooks_->freeze()) {
+      const uint64_t id = socket_id(s.fd);
+      out.push_back({s.fd, s.tag, std::move(s.state), id});
+    }
     return out;
   }
   void unfreeze() override {
@@ -540,7 +556,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
 
   // ---------------------------------------------------------------- successor
 
-  Result<std::vector<InheritedSocket>> take_over() {
+  Result<std::vector<InheritedSocket>> take_over(EarlySockets* early) {
+    early_sink_ = early;
     if (!successor_) {
       return Error(ErrorKind::kState,
                    "take_over() is for a successor; this process was "
@@ -597,6 +614,13 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     return out;
   }
 
+  void early_socket(int fd, std::string_view tag) override {
+    if (early_sink_ != nullptr) early_sink_->early_socket(fd, std::string(tag));
+  }
+  void early_socket_withdrawn(int fd) override {
+    if (early_sink_ != nullptr) early_sink_->early_socket_withdrawn(fd);
+  }
+
   Result<handoff::Restored> restore(UniqueFd fd) override {
     BATON_ASSIGN_OR_RETURN(RestoreResult r, restore_checkpoint(fd.get(), registry_));
     for (const std::string& note : r.notes) say(note);
@@ -639,7 +663,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
         if (auto r = adopt_control(UniqueFd(s.fd)); !r.ok()) say(r.error().to_string());
         continue;
       }
-      inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state)});
+      inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), s.early});
     }
     if (commit.generation != 0) generation_ = commit.generation;
     // The timeline is written when the server calls serving(): only then has it taken
@@ -706,6 +730,7 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   std::optional<handoff::TimelineRecord> pending_timeline_;
   std::string failure_;
   std::string last_timeline_;
+  EarlySockets* early_sink_ = nullptr;
 };
 
 Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeOptions options) {
@@ -721,7 +746,10 @@ Runtime::~Runtime() = default;
 Registry& Runtime::registry() { return impl_->registry_; }
 bool Runtime::is_successor() const { return impl_->successor_; }
 uint64_t Runtime::generation() const { return impl_->generation_; }
-Result<std::vector<InheritedSocket>> Runtime::take_over() { return impl_->take_over(); }
+Result<std::vector<InheritedSocket>> Runtime::take_over(EarlySockets* early) {
+  return impl_->take_over(early);
+}
+
 
 void Runtime::serving(UpgradeHooks& hooks) {
   impl_->hooks_ = &hooks;
