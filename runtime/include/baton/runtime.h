@@ -17,8 +17,13 @@ namespace baton {
 /// A socket the server hands over at freeze. The fd stays the server's until committed().
 struct FrozenSocket {
   int fd = -1;
-  std::string tag;    // the server's label, e.g. "listener" or "conn"
-  std::string state;  // opaque per-connection bytes (at most 64 KiB), e.g. a half-read request
+  std::string tag;  // the server's label, e.g. "listener" or "conn"
+  std::string
+      state;  // opaque per-connection bytes (about 512 KiB at most), e.g. a half-read request
+  /// Optional: a number the server gives this socket for its whole life (a connection
+  /// serial). Equal ids in early() and freeze() mean the same socket. 0: the runtime asks
+  /// the kernel (fstat, ~0.4 µs per socket inside the freeze).
+  uint64_t id = 0;
 };
 
 /// A socket a successor inherits, owned.
@@ -120,12 +125,11 @@ class Runtime {
   /// (the incumbent serves on). `early`, if given, sees sockets sent ahead of the freeze.
   Result<std::vector<InheritedSocket>> take_over(EarlySockets* early = nullptr);
 
-
-  /// The server is ready to serve (call once, with hooks that outlive the runtime):
-  /// writes the pidfile and, under systemd, MAINPID=/READY=1. In a successor it also
-  /// ends the upgrade's blackout: call it as soon as the inherited sockets are back in
-  /// the server's loop.
-
+  /// The server is ready to serve (call once, with hooks that outlive the runtime). In a
+  /// successor it ends the upgrade's blackout: call it as soon as the inherited sockets
+  /// are back in the server's loop. The pidfile, systemd's MAINPID=/READY=1 and the
+  /// upgrade's timeline follow: at once in a process started by hand, at the first
+  /// service() call in a successor, so that its clients are served first.
   void serving(UpgradeHooks& hooks);
 
   /// Watch this fd for readability in the server's loop and call service() when it is

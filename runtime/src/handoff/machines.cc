@@ -49,7 +49,7 @@ std::string seconds(int64_t us) {
 
 std::string_view message_name(const Message& m) {
   static constexpr std::string_view kNames[] = {
-      "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN", "FD_BATCH", "PREPARED",
+      "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN",   "FD_BATCH", "PREPARED",
       "COMMIT", "ABORT",   "SERVING",          "PROGRESS", "EARLY_FDS"};
 
   static_assert(std::size(kNames) == std::variant_size_v<Message>, "name every message");
@@ -421,8 +421,9 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   if (const auto* a = std::get_if<Abort>(&m)) return fail("incumbent aborted: " + a->reason, false);
   const size_t expected_fds = std::holds_alternative<CheckpointReady>(m) ? 1
                               : std::holds_alternative<FdBatch>(m) ? std::get<FdBatch>(m).attached()
-                              : std::holds_alternative<EarlyFds>(m) ? std::get<EarlyFds>(m).fds.size()
-                                                                    : 0;
+                              : std::holds_alternative<EarlyFds>(m)
+                                  ? std::get<EarlyFds>(m).fds.size()
+                                  : 0;
   if (fds.size() != expected_fds) {
     return fail(std::string(message_name(m)) + " came with " + std::to_string(fds.size()) +
                 " fds, expected " + std::to_string(expected_fds));
@@ -527,7 +528,6 @@ void SuccessorMachine::tick() {
     if (!frozen_ && applied_lsn_ != reported_lsn_ && now - reported_at_us_ >= 1000) {
       // Lets the incumbent freeze only once little is left to replay.
       if (auto r = env_.send(Progress{applied_lsn_, early_received_}); !r.ok()) {
-
         return fail("sending PROGRESS: " + r.error().to_string(), false);
       }
       reported_lsn_ = applied_lsn_;
@@ -570,7 +570,6 @@ void SuccessorMachine::fail(std::string reason, bool tell_incumbent) {
   for (auto& [id, s] : early_) UniqueFd close_it(s.fd);
   early_.clear();
   env_.fail(reason);
-
 }
 
 }  // namespace baton::handoff

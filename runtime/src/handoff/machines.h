@@ -12,7 +12,6 @@
 #include <unordered_map>
 #include <vector>
 
-
 #include "baton/fd.h"
 #include "baton/result.h"
 #include "baton/runtime.h"
@@ -204,10 +203,9 @@ class SuccessorMachine {
   uint64_t reported_lsn_ = 0;
   int64_t reported_at_us_ = 0;
 
-  std::vector<HandoffSocket> sockets_;  // fds owned: closed unless handed to serve()
+  std::vector<HandoffSocket> sockets_;                 // fds owned: closed unless handed to serve()
   std::unordered_map<uint64_t, HandoffSocket> early_;  // by id; fds owned likewise
   uint32_t early_received_ = 0;
-
 
   Commit commit_;
 };

@@ -129,7 +129,6 @@ struct Progress {
 using Message = std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared,
                              Commit, Abort, Serving, Progress, EarlyFds>;
 
-
 /// "HELLO", "WELCOME", ... for logs and errors.
 std::string_view message_name(const Message& m);
 

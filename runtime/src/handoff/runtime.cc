@@ -267,6 +267,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   // ---------------------------------------------------------------- incumbent loop
 
   void service() {
+    announce();
+
     epoll_event events[8];
     int n = ::epoll_wait(epoll_.get(), events, 8, 0);
     for (int i = 0; i < n; ++i) {
@@ -514,23 +516,27 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
 
   // A socket's identity while it is open: the same fd number may name another socket
   // after a close and an accept, the same inode may not.
-  static uint64_t socket_id(int fd) {
+  // A server's own ids get the top bit, so that they never equal an inode.
+  static uint64_t socket_id(const FrozenSocket& s) {
+    if (s.id != 0) return s.id | (uint64_t{1} << 63);
     struct stat st;
-    return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+    return ::fstat(s.fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
   }
   std::vector<HandoffSocket> early_sockets() override {
     std::vector<HandoffSocket> out;
     if (hooks_ == nullptr) return out;
-    for (FrozenSocket& s : hooks_->early()) out.push_back({s.fd, s.tag, "", socket_id(s.fd)});
+    for (FrozenSocket& s : hooks_->early()) out.push_back({s.fd, s.tag, "", socket_id(s)});
     return out;
   }
   std::vector<HandoffSocket> freeze() override {
     std::vector<HandoffSocket> out;
     if (control_listener_) out.push_back({control_listener_.get(), kControlTag, ""});
     if (hooks_ == nullptr) return out;
-    for (FrozenSocket& s : hooks_->freeze()) {
-      const uint64_t id = socket_id(s.fd);
-      out.push_back({s.fd, s.tag, std::move(s.state), id});
+    std::vector<FrozenSocket> sockets = hooks_->freeze();
+    out.reserve(out.size() + sockets.size());
+    for (FrozenSocket& s : sockets) {
+      const uint64_t id = socket_id(s);
+      out.push_back({s.fd, std::move(s.tag), std::move(s.state), id});
     }
     return out;
   }
@@ -687,10 +693,20 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
         std::to_string(inherited_.size()) + " sockets" + (incumbent_gone ? " (takeover)" : ""));
   }
 
-  // Successor: the server serves again. Completes and writes the upgrade's timeline.
-  void finish_timeline() {
+  // The pidfile, systemd and the timeline: after serving() the server's loop runs first
+  // (a successor's clients wait for it), and this follows at its first service() call.
+  void announce() {
+    if (!announce_pending_) return;
+    announce_pending_ = false;
+    write_pidfile(options_.pidfile);
+    notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nREADY=1\n");
+    // Last: whoever sees the upgrade's line in the event log finds the pidfile current.
+    finish_timeline(served_at_us_);
+  }
+
+  // Successor: the server serves again since `now`. Completes and writes the timeline.
+  void finish_timeline(int64_t now) {
     if (!pending_timeline_) return;
-    const int64_t now = monotonic_us();
     handoff::TimelineRecord& r = *pending_timeline_;
     r.blackout_us = r.blackout_us ? now - r.blackout_us : 0;
     r.total_us = r.total_us ? now - r.total_us : 0;
@@ -730,6 +746,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   std::optional<handoff::TimelineRecord> pending_timeline_;
   std::string failure_;
   std::string last_timeline_;
+  bool announce_pending_ = false;
+  int64_t served_at_us_ = 0;
   EarlySockets* early_sink_ = nullptr;
 };
 
@@ -750,19 +768,20 @@ Result<std::vector<InheritedSocket>> Runtime::take_over(EarlySockets* early) {
   return impl_->take_over(early);
 }
 
-
 void Runtime::serving(UpgradeHooks& hooks) {
   impl_->hooks_ = &hooks;
-  write_pidfile(impl_->options_.pidfile);
-  notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nREADY=1\n");
-  // Last: whoever sees the upgrade's line in the event log finds the pidfile current.
-  impl_->finish_timeline();
+  impl_->served_at_us_ = monotonic_us();  // a successor's blackout ends here
+  impl_->announce_pending_ = true;
+  if (!impl_->pending_timeline_) impl_->announce();  // started by hand: no clients wait yet
 }
 
 const std::string& Runtime::last_upgrade() const { return impl_->last_timeline_; }
 int Runtime::poll_fd() const { return impl_->epoll_.get(); }
 
-int Runtime::service_interval_ms() const { return upgrading() ? 1 : -1; }
+int Runtime::service_interval_ms() const {
+  if (impl_->announce_pending_) return 0;
+  return upgrading() ? 1 : -1;
+}
 void Runtime::service() { impl_->service(); }
 Result<void> Runtime::request_upgrade() { return impl_->machine_->request_upgrade(); }
 bool Runtime::upgrading() const {
