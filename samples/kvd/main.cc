@@ -87,32 +87,27 @@ int main(int argc, char** argv) {
 
   ServerOptions options;
   options.maxclients = maxclients;
-
-  std::vector<InheritedSocket> inherited;
-  if (rt != nullptr && rt->is_successor()) {
-    auto taken = rt->take_over();  // restores the state and receives the sockets
-    if (!taken.ok()) return fail(taken.error().to_string(), 1);
-    inherited = std::move(taken).value();
-    if (map.migrating()) {
-      for (const std::string& key : rollback.expired) map.erase(key);
-      if (KVD_SCHEMA == 1) {
-        options.upgrade_note = "rolled back from schema v" + std::to_string(map.peer_version()) +
-                               ": " + std::to_string(rollback.ttls_removed) +
-                               " TTLs removed (those keys no longer expire), " +
-                               std::to_string(rollback.expired.size()) + " expired keys dropped";
-      } else {
-        options.upgrade_note = "upgraded from schema v" + std::to_string(map.peer_version());
-      }
-      std::fprintf(stderr, "kvd[%d]: %s\n", ::getpid(), options.upgrade_note.c_str());
-    }
-  }
   Server server(rt, map, KVD_SCHEMA >= 2, options);
   if (rt != nullptr && rt->is_successor()) {
-    for (InheritedSocket& s : inherited) {
+    // Restores the state and receives the sockets; most arrive early, into `server`.
+    auto taken = rt->take_over(&server);
+    if (!taken.ok()) return fail(taken.error().to_string(), 1);
+    if (map.migrating()) {
+      for (const std::string& key : rollback.expired) map.erase(key);
+      std::string note = KVD_SCHEMA == 1
+                             ? "rolled back from schema v" + std::to_string(map.peer_version()) +
+                                   ": " + std::to_string(rollback.ttls_removed) +
+                                   " TTLs removed (those keys no longer expire), " +
+                                   std::to_string(rollback.expired.size()) + " expired keys dropped"
+                             : "upgraded from schema v" + std::to_string(map.peer_version());
+      std::fprintf(stderr, "kvd[%d]: %s\n", ::getpid(), note.c_str());
+      server.set_upgrade_note(std::move(note));
+    }
+    for (InheritedSocket& s : *taken) {
       if (s.tag == "listener") {
-        server.listen_on(std::move(s.fd));
+        server.listen_on(std::move(s.fd), s.early);
       } else {
-        server.adopt(std::move(s.fd), s.state);
+        server.adopt(std::move(s.fd), s.state, s.early);
       }
     }
   } else {

@@ -61,6 +61,7 @@ struct Server::Conn {
   bool eof = false;      // the client sent its last byte: answer it all, then close
   bool dropped = false;
   bool queued = false;  // in ready_
+  uint64_t serial = 0;  // this connection's id for the runtime, never reused
   size_t pending_out() const { return out.size() - out_pos; }
 };
 
@@ -77,27 +78,41 @@ Server::Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, Ser
 
 Server::~Server() = default;
 
-void Server::listen_on(UniqueFd fd) {
-  epoll_event ev{EPOLLIN | EPOLLET, {.u64 = tagged(kListenerTag, fd.get())}};
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.get(), &ev);
+void Server::watch(int fd, bool listener) {
+  epoll_event ev{listener ? EPOLLIN | EPOLLET : EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                 {.u64 = tagged(listener ? kListenerTag : kConnTag, fd)}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+}
+
+void Server::listen_on(UniqueFd fd, bool registered) {
+  if (!registered) watch(fd.get(), true);
   accept_more_.push_back(fd.get());  // connections may already wait in its backlog
   listeners_.push_back(std::move(fd));
 }
 
-Server::Conn* Server::add_conn(UniqueFd fd) {
+Server::Conn* Server::add_conn(UniqueFd fd, bool registered) {
   const int raw = fd.get();
   if (conns_.size() <= static_cast<size_t>(raw)) conns_.resize(static_cast<size_t>(raw) + 1);
   auto& c = conns_[static_cast<size_t>(raw)];
   c = std::make_unique<Conn>();
   c->fd = std::move(fd);
-  epoll_event ev{EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, {.u64 = tagged(kConnTag, raw)}};
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, raw, &ev);
+  c->serial = ++serials_;
+  if (!registered) watch(raw, false);
   ++clients_;
   return c.get();
 }
 
-void Server::adopt(UniqueFd fd, std::string_view state) {
-  Conn* c = add_conn(std::move(fd));
+// Early sockets are watched while the incumbent still serves them: their events wait in
+// this epoll's ready list until take_over() returns, and registering 1,000 sockets (~1.5 ms)
+// happens outside the blackout.
+void Server::early_socket(int fd, const std::string& tag) { watch(fd, tag == "listener"); }
+
+void Server::early_socket_withdrawn(int fd) {
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void Server::adopt(UniqueFd fd, std::string_view state, bool registered) {
+  Conn* c = add_conn(std::move(fd), registered);
   // The previous generation wrote this state. A malformed one is a bug there, and costs
   // this one connection rather than the server.
   const size_t colon = state.find(':');
@@ -331,7 +346,8 @@ int Server::run(int signal_fd) {
       }
     }
     reap_dropped();
-    if (rt_ != nullptr && (runtime_ready || rt_->upgrading())) rt_->service();
+    // The runtime asks for service() every service_interval_ms() while that is >= 0.
+    if (rt_ != nullptr && (runtime_ready || rt_->service_interval_ms() >= 0)) rt_->service();
     if (throttled_ && turn_budget_ < 0) {
       timespec pause{0, 1'000'000};  // see kThrottledRequestsPerTurn
       ::nanosleep(&pause, nullptr);
@@ -346,6 +362,15 @@ void Server::stop() {
   for (auto& c : conns_) {
     if (c && !c->dropped) flush(*c);
   }
+}
+
+std::vector<baton::FrozenSocket> Server::early() {
+  std::vector<baton::FrozenSocket> out;
+  for (auto& l : listeners_) out.push_back({l.get(), "listener", ""});
+  for (auto& c : conns_) {
+    if (c && !c->dropped) out.push_back({c->fd.get(), "conn", "", c->serial});
+  }
+  return out;
 }
 
 std::vector<baton::FrozenSocket> Server::freeze() {
@@ -363,7 +388,7 @@ std::vector<baton::FrozenSocket> Server::freeze() {
     state += ':';
     state += in;
     state.append(c->out, c->out_pos);
-    out.push_back({c->fd.get(), "conn", std::move(state)});
+    out.push_back({c->fd.get(), "conn", std::move(state), c->serial});
   }
   return out;
 }

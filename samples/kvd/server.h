@@ -20,24 +20,31 @@ struct ServerOptions {
   std::string upgrade_note;  // reported by INFO, e.g. what a rollback did to expiries
 };
 
-class Server final : public baton::UpgradeHooks, public ServerView {
+class Server final : public baton::UpgradeHooks, public baton::EarlySockets, public ServerView {
  public:
   /// `runtime` is null in kvd-bare, the build without Baton that measures its overhead.
   Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, ServerOptions options);
   ~Server() override;
 
-  void listen_on(baton::UniqueFd fd);
+  /// `registered`: already watched, as an early socket (early_socket()).
+  void listen_on(baton::UniqueFd fd, bool registered = false);
   /// A connection inherited from the previous generation, with the state freeze() gave it.
-  void adopt(baton::UniqueFd fd, std::string_view state);
+  void adopt(baton::UniqueFd fd, std::string_view state, bool registered = false);
+  void set_upgrade_note(std::string note) { options_.upgrade_note = std::move(note); }
   /// Serves until committed() or a stop signal arrives on `signal_fd` (SIGTERM, SIGINT).
   /// Returns the process's exit status.
   int run(int signal_fd);
 
   // --- baton::UpgradeHooks
+  std::vector<baton::FrozenSocket> early() override;
   std::vector<baton::FrozenSocket> freeze() override;
   void unfreeze() override;
   void throttle(bool on) override { throttled_ = on; }
   void committed() override { done_ = true; }
+
+  // --- baton::EarlySockets (successor): watched now, served once take_over() returns
+  void early_socket(int fd, const std::string& tag) override;
+  void early_socket_withdrawn(int fd) override;
 
   // --- ServerView
   std::string info(std::string_view section) const override;
@@ -46,7 +53,9 @@ class Server final : public baton::UpgradeHooks, public ServerView {
  private:
   struct Conn;
   void accept_from(int listener);
-  Conn* add_conn(baton::UniqueFd fd);
+  Conn* add_conn(baton::UniqueFd fd, bool registered = false);
+  void watch(int fd, bool listener);
+
   void serve(Conn& c);
   // Parses and runs the complete requests in `data`; returns the bytes consumed.
   size_t process(Conn& c, std::string_view data);
@@ -69,6 +78,8 @@ class Server final : public baton::UpgradeHooks, public ServerView {
   std::vector<std::string_view> args_;
   std::unique_ptr<char[]> rbuf_;
   int64_t clients_ = 0;
+  uint64_t serials_ = 0;
+
   uint64_t connections_received_ = 0;
   uint64_t rejected_ = 0;
   int64_t started_ms_ = 0;
