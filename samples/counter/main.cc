@@ -16,18 +16,19 @@
 
 using namespace baton;
 
-class Counter final : public UpgradeHooks {
+class Counter final : public UpgradeHooks, public EarlySockets {
  public:
   Counter(Runtime& rt, TrackedMap& state, int epoll) : rt_(rt), state_(state), ep_(epoll) {}
 
-  void listen_on(UniqueFd fd) {
-    watch(fd.get());
+  // `watched`: already in epoll, as an early socket (see early_socket()).
+  void listen_on(UniqueFd fd, bool watched = false) {
+    if (!watched) watch(fd.get());
     listeners_.push_back(std::move(fd));
   }
-  void adopt(UniqueFd fd, std::string pending) {
+  void adopt(UniqueFd fd, std::string pending, bool watched = false) {
     int raw = fd.get();
-    conns_[raw] = {std::move(fd), std::move(pending)};
-    watch(raw);
+    conns_[raw] = {std::move(fd), std::move(pending), ++serials_};
+    if (!watched) watch(raw);
     handle_lines(raw);  // a request half-read by the previous generation
   }
   // Sockets are edge-triggered, so each event is drained until EAGAIN, and a frozen
@@ -52,13 +53,11 @@ class Counter final : public UpgradeHooks {
   }
   bool done() const { return done_; }
 
-  // --- UpgradeHooks: stop reading and accepting, hand every socket over.
+  // --- UpgradeHooks: hand sockets over early, then stop reading and accepting.
+  std::vector<FrozenSocket> early() override { return sockets(); }
   std::vector<FrozenSocket> freeze() override {
     frozen_ = true;  // O(1): no per-socket epoll_ctl inside the blackout
-    std::vector<FrozenSocket> out;
-    for (auto& l : listeners_) out.push_back({l.get(), "listener", ""});
-    for (auto& [fd, c] : conns_) out.push_back({fd, "conn", c.in});
-    return out;
+    return sockets();
   }
   void unfreeze() override {
     frozen_ = false;  // events ignored meanwhile are not repeated: drain everything once
@@ -68,12 +67,22 @@ class Counter final : public UpgradeHooks {
     for (int fd : fds) on_ready(fd);
   }
   void committed() override { done_ = true; }
+  // --- EarlySockets (successor): watch them now, outside the blackout; serve them later.
+  void early_socket(int fd, const std::string&) override { watch(fd); }
+  void early_socket_withdrawn(int fd) override { ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr); }
 
  private:
   struct Conn {
     UniqueFd fd;
     std::string in;
+    uint64_t serial = 0;  // the runtime's id for this socket; never reused
   };
+  std::vector<FrozenSocket> sockets() {
+    std::vector<FrozenSocket> out;
+    for (auto& l : listeners_) out.push_back({l.get(), "listener", ""});
+    for (auto& [fd, c] : conns_) out.push_back({fd, "conn", c.in, c.serial});
+    return out;
+  }
   void watch(int fd) {
     epoll_event ev{EPOLLIN | EPOLLET, {.fd = fd}};
     ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
@@ -118,6 +127,7 @@ class Counter final : public UpgradeHooks {
 
   std::vector<UniqueFd> listeners_;  // TCP (v4 or v6) and, with --unix, a Unix socket
   std::map<int, Conn> conns_;
+  uint64_t serials_ = 0;
   bool done_ = false;
   bool frozen_ = false;
 };
@@ -167,15 +177,15 @@ int main(int argc, char** argv) {
   Counter counter(**rt, state, ep);
 
   if ((*rt)->is_successor()) {  // restore the state and take the sockets over
-    auto inherited = (*rt)->take_over();
+    auto inherited = (*rt)->take_over(&counter);
     if (!inherited.ok()) {
       return std::fprintf(stderr, "counter: %s\n", inherited.error().to_string().c_str()), 1;
     }
     for (InheritedSocket& s : *inherited) {
       if (s.tag == "listener")
-        counter.listen_on(std::move(s.fd));
+        counter.listen_on(std::move(s.fd), s.early);
       else
-        counter.adopt(std::move(s.fd), std::move(s.state));
+        counter.adopt(std::move(s.fd), std::move(s.state), s.early);
     }
   } else {  // started by hand: optional ballast (100-byte values), then listen
     for (long i = 0, n = std::atol(flag["--fill-mib"].c_str()) * 10486; i < n; ++i)
