@@ -71,7 +71,6 @@ std::vector<HandedFd> read(capnp::List<wire::HandedFd>::Reader l) {
 }  // namespace
 
 std::string encode_message(const Message& m) {
-
   capnp::MallocMessageBuilder builder;
   auto root = builder.initRoot<wire::Message>();
   std::visit(
@@ -199,7 +198,6 @@ Result<Message> decode_message(std::string_view packet) {
       case wire::Message::PROGRESS:
         return Message(handoff::Progress{root.getProgress().getAppliedLsn(),
                                          root.getProgress().getEarlyFds()});
-
 
       default:
         return Error(ErrorKind::kVersion, "control message of unknown type " +

@@ -25,7 +25,6 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       Progress{12345, 17}};
   static_assert(std::variant_size_v<Message> == 12, "every message type is in this list");
 
-
   for (const Message& m : all) {
     auto back = serialization::decode_message(serialization::encode_message(m));
     ASSERT_TRUE(back.ok()) << message_name(m) << ": " << back.error().to_string();

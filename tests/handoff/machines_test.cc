@@ -70,7 +70,7 @@ class FakeIncumbent : public IncumbentEnv {
   uint64_t backlog_bytes() override { return backlog; }
   uint64_t last_lsn() override { return lsn; }
   uint64_t deltas_sent() override { return 7; }
-  std::vector<HandoffSocket> early;  // what early_sockets() offers
+  std::vector<HandoffSocket> early;      // what early_sockets() offers
   std::vector<HandoffSocket> at_freeze;  // when set, what freeze() returns
   std::vector<HandoffSocket> early_sockets() override { return early; }
   std::vector<HandoffSocket> freeze() override {
@@ -455,7 +455,6 @@ class FakeSuccessor : public SuccessorEnv {
   void early_socket(int fd, std::string_view) override { early.push_back(fd); }
   void early_socket_withdrawn(int fd) override { withdrawn.push_back(fd); }
 };
-
 
 std::vector<UniqueFd> fds(size_t n) {
   std::vector<UniqueFd> out;

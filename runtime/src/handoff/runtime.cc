@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
@@ -410,6 +411,10 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     if (!control_) return Error(ErrorKind::kState, "no control channel");
     if (std::holds_alternative<handoff::Commit>(m)) {
       BATON_TRY(failpoints_.hit("incumbent.before_commit"));
+      // From COMMIT on this process only waits for SERVING, then exits. As an idle-class
+      // task its wake-up on SERVING cannot preempt the successor on a busy core, nor can
+      // its exit (tearing down a big heap) hold the successor off. unfreeze() undoes it.
+      idle_priority(true);
     }
     std::string bytes = serialization::encode_message(m);
     // The control socket is nonblocking for reads; a full send buffer is waited out.
@@ -541,7 +546,20 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
     return out;
   }
   void unfreeze() override {
+    idle_priority(false);
     if (hooks_) hooks_->unfreeze();
+  }
+  // Switches this thread to SCHED_IDLE and back to the policy it had before.
+  void idle_priority(bool idle) {
+    if (idle && saved_policy_ < 0) {
+      saved_policy_ = ::sched_getscheduler(0);
+      (void)::sched_getparam(0, &saved_param_);
+      sched_param p{};
+      (void)::sched_setscheduler(0, SCHED_IDLE, &p);
+    } else if (!idle && saved_policy_ >= 0) {
+      (void)::sched_setscheduler(0, saved_policy_, &saved_param_);
+      saved_policy_ = -1;
+    }
   }
   void throttle(bool on) override {
     if (hooks_) hooks_->throttle(on);
@@ -746,6 +764,8 @@ class Runtime::Impl final : public handoff::IncumbentEnv, public handoff::Succes
   std::optional<handoff::TimelineRecord> pending_timeline_;
   std::string failure_;
   std::string last_timeline_;
+  int saved_policy_ = -1;  // while idle_priority(true) holds
+  sched_param saved_param_{};
   bool announce_pending_ = false;
   int64_t served_at_us_ = 0;
   EarlySockets* early_sink_ = nullptr;
