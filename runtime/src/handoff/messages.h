@@ -14,10 +14,10 @@ namespace baton::handoff {
 
 /// Bumped whenever serialization/control.capnp or the phase order changes.
 inline constexpr uint32_t kProtocolVersion = 4;
-/// The largest control message accepted; fd batches are split below it.
+/// The largest control message accepted; fd batches are split below it, so one socket's
+/// state (FrozenSocket::state) can be up to about half of it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
-/// The largest per-connection state the server may hand over with one fd.
-inline constexpr size_t kMaxFdStateBytes = size_t{64} << 10;
+
 
 struct SectionRange {
   std::string name;
