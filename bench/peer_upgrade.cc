@@ -1,0 +1,695 @@
+// peer_upgrade: the same data and the same load against three ways to replace a running
+// in-memory server: kvd upgraded live by Baton (SIGUSR2), Redis restarted (SHUTDOWN SAVE,
+// then a new redis-server that reloads the RDB) and memcached warm-restarted (-e memory
+// file, SIGUSR1, a new memcached that recovers it). Its own load client records every
+// request's latency, errors, resets and refused connects (reconnecting, so a peer's
+// downtime is measured rather than fatal) and the longest gap without a success.
+// Writes results.csv, one timeline CSV per run and report.md into --out; see
+// docs/benchmarks.md and bench/peer_bench.sh (the one command that runs it).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::vector<std::string> servers = {"kvd", "redis", "memcached"};
+  std::vector<uint64_t> sizes = {uint64_t{1} << 20, uint64_t{64} << 20, uint64_t{256} << 20,
+                                 uint64_t{1} << 30, 1'200'000'000};
+  int connections = 50;
+  int idle = 1000;  // for the extra many-connections case
+  uint64_t idle_size = 64 << 20;
+  double steady_s = 2.0, after_s = 1.0;
+  std::string out = "build/peer-bench";
+  std::string kvd = "build/bin/kvd";
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(
+      stderr,
+      "peer_upgrade: %s\n"
+      "usage: peer_upgrade [--quick] [--servers kvd,redis,memcached] [--sizes-mib 1,64,...]\n"
+      "                    [--connections N] [--idle N] [--out DIR] [--kvd PATH]\n",
+      why.c_str());
+  std::exit(2);
+}
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string key_of(uint64_t i) {
+  char k[32];
+  std::snprintf(k, sizeof k, "key:%010" PRIu64, i);
+  return k;
+}
+// 100 bytes that depend on the key, so a restored value can be checked.
+std::string value_of(uint64_t i) {
+  char digits[16];
+  std::snprintf(digits, sizeof digits, "%010" PRIu64, i);
+  std::string v;
+  while (v.size() < 100) v += digits;
+  v.resize(100);
+  return v;
+}
+
+int dial(int port, int timeout_ms = 2000) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(port)), {htonl(INADDR_LOOPBACK)}, {}};
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    return -1;
+  }
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{AF_INET, 0, {htonl(INADDR_LOOPBACK)}, {}};
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// ------------------------------------------------------------------ protocols
+
+enum class Proto { kResp, kMemcached };
+
+std::string get_request(Proto p, const std::string& k) {
+  if (p == Proto::kMemcached) return "get " + k + "\r\n";
+  return "*2\r\n$3\r\nGET\r\n$" + std::to_string(k.size()) + "\r\n" + k + "\r\n";
+}
+std::string set_request(Proto p, const std::string& k, const std::string& v) {
+  if (p == Proto::kMemcached) {
+    return "set " + k + " 0 0 " + std::to_string(v.size()) + "\r\n" + v + "\r\n";
+  }
+  return "*3\r\n$3\r\nSET\r\n$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$" +
+         std::to_string(v.size()) + "\r\n" + v + "\r\n";
+}
+
+enum class Reply { kNeedMore, kOk, kMiss, kError };
+
+// One reply at the start of `b`: its kind and length, or kNeedMore. `value` gets a hit.
+Reply parse_reply(Proto p, std::string_view b, size_t* used, std::string* value) {
+  size_t eol = b.find("\r\n");
+  if (eol == std::string_view::npos) return Reply::kNeedMore;
+  std::string_view line = b.substr(0, eol);
+  if (p == Proto::kResp) {
+    *used = eol + 2;
+    if (line[0] == '+' || line[0] == ':') return Reply::kOk;
+    if (line[0] == '-') return Reply::kError;
+    if (line == "$-1") return Reply::kMiss;
+    if (line[0] == '$') {
+      size_t n = std::strtoul(std::string(line.substr(1)).c_str(), nullptr, 10);
+      if (b.size() < eol + 2 + n + 2) return Reply::kNeedMore;
+      if (value) value->assign(b.substr(eol + 2, n));
+      *used = eol + 2 + n + 2;
+      return Reply::kOk;
+    }
+    return Reply::kError;
+  }
+  if (line == "STORED") return *used = eol + 2, Reply::kOk;
+  if (line == "END") return *used = eol + 2, Reply::kMiss;
+  if (line.substr(0, 6) == "VALUE ") {
+    size_t sp = line.rfind(' ');
+    size_t n = std::strtoul(std::string(line.substr(sp + 1)).c_str(), nullptr, 10);
+    size_t total = eol + 2 + n + 2 + 5;  // data, CRLF, "END\r\n"
+    if (b.size() < total) return Reply::kNeedMore;
+    if (value) value->assign(b.substr(eol + 2, n));
+    *used = total;
+    return Reply::kOk;
+  }
+  *used = eol + 2;
+  return Reply::kError;
+}
+
+// Sends `req` and reads exactly one reply; false on a dead connection.
+bool call(int fd, Proto p, const std::string& req, std::string& buf, Reply* r, std::string* v) {
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    return false;
+  }
+  for (;;) {
+    size_t used = 0;
+    *r = parse_reply(p, buf, &used, v);
+    if (*r != Reply::kNeedMore) {
+      buf.erase(0, used);
+      return true;
+    }
+    char tmp[16384];
+    ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n <= 0) return false;
+    buf.append(tmp, static_cast<size_t>(n));
+  }
+}
+
+// ------------------------------------------------------------------ servers
+
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    std::fprintf(stderr, "peer_upgrade: cannot start %s: %s\n", args[0].c_str(), std::strerror(rc));
+    std::exit(1);
+  }
+  return pid;
+}
+
+// One server under test in its own directory: how to start it, replace it, and find its
+// processes (for memory).
+struct Server {
+  std::string kind, dir, kvd_bin;
+  int port = 0;
+  uint64_t size = 0;
+  pid_t pid = 0;  // the process we started last (kvd: the first generation)
+  Proto proto() const { return kind == "memcached" ? Proto::kMemcached : Proto::kResp; }
+  std::string memfile() const { return "/dev/shm/baton-bench-memcached-" + std::to_string(port); }
+
+  std::vector<std::string> args() const {
+    if (kind == "kvd") {
+      return {kvd_bin,       "--port",        std::to_string(port), "--pidfile", dir + "/pid",
+              "--event-log", dir + "/events", "--maxclients",       "20000"};
+    }
+    if (kind == "redis") {
+      return {"redis-server",
+              "--port",
+              std::to_string(port),
+              "--bind",
+              "127.0.0.1",
+              "--dir",
+              dir,
+              "--dbfilename",
+              "dump.rdb",
+              "--save",
+              "",
+              "--appendonly",
+              "no",
+              "--maxclients",
+              "20000",
+              "--daemonize",
+              "no"};
+    }
+    // Slabs need about twice the payload (item headers, class rounding).
+    const uint64_t mib = size * 5 / 2 / (1 << 20) + 64;
+    return {"memcached", "-p",        std::to_string(port),
+            "-l",        "127.0.0.1", "-U",
+            "0",         "-m",        std::to_string(mib),
+            "-c",        "20000",     "-e",
+            memfile(),   "-u",        "root"};
+  }
+  void start() {
+    pid = spawn(args(), dir + "/server.log");
+    for (int i = 0; i < 1000; ++i) {
+      int fd = dial(port);
+      if (fd >= 0) {
+        std::string buf;
+        Reply r;
+        bool ok = call(fd, proto(), get_request(proto(), "probe"), buf, &r, nullptr);
+        ::close(fd);
+        if (ok && r != Reply::kError) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::fprintf(stderr, "peer_upgrade: %s did not come up; see %s/server.log\n", kind.c_str(),
+                 dir.c_str());
+    std::exit(1);
+  }
+  pid_t serving_pid() const {
+    if (kind != "kvd") return pid;
+    return std::atoi(slurp(dir + "/pid").c_str());
+  }
+  // Every process of this server now: kvd's serving one and its successor.
+  std::vector<pid_t> pids() const {
+    std::vector<pid_t> out;
+    pid_t p = serving_pid();
+    if (p <= 0) return out;
+    out.push_back(p);
+    std::istringstream kids(
+        slurp("/proc/" + std::to_string(p) + "/task/" + std::to_string(p) + "/children"));
+    for (pid_t c; kids >> c;) out.push_back(c);
+    return out;
+  }
+  void stop() {
+    for (pid_t p : pids()) ::kill(p, SIGKILL);
+    if (pid > 0) ::kill(pid, SIGKILL);
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    if (kind == "memcached") {
+      fs::remove(memfile());
+      fs::remove(memfile() + ".meta");
+    }
+  }
+};
+
+// Proportional set size of a process (shared checkpoint pages split between mappers).
+uint64_t pss_bytes(pid_t p) {
+  std::ifstream in("/proc/" + std::to_string(p) + "/smaps_rollup");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("Pss:", 0) == 0) return std::strtoull(line.c_str() + 4, nullptr, 10) << 10;
+  }
+  return 0;
+}
+
+void fill(const Server& s, uint64_t keys) {
+  const int kConns = 4;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kConns; ++t) {
+    threads.emplace_back([&, t] {
+      int fd = dial(s.port, 30000);
+      std::string buf, batch;
+      uint64_t pending = 0;
+      auto drain = [&] {
+        while (pending > 0) {
+          size_t used = 0;
+          Reply r = parse_reply(s.proto(), buf, &used, nullptr);
+          if (r == Reply::kNeedMore) {
+            char tmp[65536];
+            ssize_t n = ::read(fd, tmp, sizeof tmp);
+            if (n <= 0) std::fprintf(stderr, "peer_upgrade: fill connection lost\n"), std::exit(1);
+            buf.append(tmp, static_cast<size_t>(n));
+            continue;
+          }
+          if (r == Reply::kError)
+            std::fprintf(stderr, "peer_upgrade: fill: server error\n"), std::exit(1);
+          buf.erase(0, used);
+          --pending;
+        }
+      };
+      for (uint64_t i = static_cast<uint64_t>(t); i < keys; i += kConns) {
+        batch += set_request(s.proto(), key_of(i), value_of(i));
+        if (++pending == 512) {
+          (void)!::send(fd, batch.data(), batch.size(), MSG_NOSIGNAL);
+          batch.clear();
+          drain();
+        }
+      }
+      (void)!::send(fd, batch.data(), batch.size(), MSG_NOSIGNAL);
+      drain();
+      ::close(fd);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+// ------------------------------------------------------------------ load and results
+
+struct Result {
+  std::string server;
+  uint64_t size = 0;
+  int idle = 0;
+  double downtime_ms = 0;   // longest gap without a successful request
+  double blackout_ms = -1;  // kvd's own timeline; -1 for the peers
+  double total_ms = 0;      // trigger until the replacement serves
+  uint64_t errors = 0, resets = 0, refused = 0, misses = 0, lost_keys = 0, checked_keys = 0;
+  uint64_t idle_lost = 0;
+  double p50_steady = 0, p99_steady = 0, p999_steady = 0, p50_up = 0, p99_up = 0, p999_up = 0;
+  uint64_t peak_bytes = 0;
+  uint64_t requests = 0;
+  std::string note;
+};
+
+double percentile(std::vector<uint32_t>& v, double q) {
+  if (v.empty()) return 0;
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(i), v.end());
+  return v[i] / 1000.0;
+}
+
+Result run_case(const Options& o, const std::string& kind, uint64_t size, int idle) {
+  Result res;
+  res.server = kind;
+  res.size = size;
+  res.idle = idle;
+  Server s;
+  s.kind = kind;
+  s.kvd_bin = o.kvd;
+  s.size = size;
+  s.port = free_port();
+  s.dir = o.out + "/run-" + kind + "-" + std::to_string(size >> 20) + "m" +
+          (idle ? "-idle" + std::to_string(idle) : "");
+  fs::remove_all(s.dir);
+  fs::create_directories(s.dir);
+  s.start();
+  const uint64_t keys = size / 100;
+  const int64_t t_fill = now_us();
+  fill(s, keys);
+  std::printf("  %-9s %6" PRIu64 " MiB: %" PRIu64 " keys filled in %.1f s", kind.c_str(),
+              size >> 20, keys, (now_us() - t_fill) / 1e6);
+  std::fflush(stdout);
+
+  std::vector<int> idle_fds;
+  for (int i = 0; i < idle; ++i) idle_fds.push_back(dial(s.port));
+
+  // Load: closed loop on each connection, 90% GET / 10% SET of filled keys.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> trigger_us{INT64_MAX}, done_us{INT64_MAX};
+  std::atomic<int64_t> last_ok_us{now_us()}, max_gap_us{0};
+  std::atomic<uint64_t> errors{0}, resets{0}, refused{0}, misses{0}, requests{0};
+  const int64_t t0 = now_us();
+  const size_t kBuckets = 200000;  // 10 ms each: 2000 s
+  std::vector<std::atomic<uint32_t>> per10ms(kBuckets);
+  std::mutex lat_mu;
+  std::vector<uint32_t> lat_steady, lat_up;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < o.connections; ++c) {
+    clients.emplace_back([&, c] {
+      std::mt19937_64 rng(static_cast<uint64_t>(c) * 7919 + 1);
+      std::vector<uint32_t> steady, up;
+      int fd = -1;
+      std::string buf, value;
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (fd < 0) {
+          fd = dial(s.port);
+          if (fd < 0) {
+            if (errno == ECONNREFUSED) refused.fetch_add(1);
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            continue;
+          }
+          buf.clear();
+        }
+        const uint64_t i = rng() % keys;
+        const bool set = rng() % 10 == 0;
+        const std::string req = set ? set_request(s.proto(), key_of(i), value_of(i))
+                                    : get_request(s.proto(), key_of(i));
+        const int64_t a = now_us();
+        Reply r;
+        if (!call(fd, s.proto(), req, buf, &r, &value)) {
+          resets.fetch_add(1);
+          ::close(fd);
+          fd = -1;
+          continue;
+        }
+        const int64_t b = now_us();
+        requests.fetch_add(1, std::memory_order_relaxed);
+        if (r == Reply::kError) {
+          errors.fetch_add(1);
+          continue;
+        }
+        if (r == Reply::kMiss) misses.fetch_add(1);
+        const int64_t gap = b - last_ok_us.exchange(b);
+        for (int64_t m = max_gap_us.load(); gap > m && !max_gap_us.compare_exchange_weak(m, gap);) {
+        }
+        const size_t bucket = static_cast<size_t>((b - t0) / 10000);
+        if (bucket < kBuckets) per10ms[bucket].fetch_add(1, std::memory_order_relaxed);
+        const auto us = static_cast<uint32_t>(std::min<int64_t>(b - a, UINT32_MAX));
+        if (a >= trigger_us.load() && a <= done_us.load()) {
+          up.push_back(us);
+        } else if (a < trigger_us.load()) {
+          steady.push_back(us);
+        }
+      }
+      if (fd >= 0) ::close(fd);
+      std::lock_guard<std::mutex> lock(lat_mu);
+      lat_steady.insert(lat_steady.end(), steady.begin(), steady.end());
+      lat_up.insert(lat_up.end(), up.begin(), up.end());
+    });
+  }
+  // Memory: the server's processes, every 20 ms, plus memcached's memory file while no
+  // process maps it.
+  std::atomic<uint64_t> peak{0};
+  std::thread sampler([&] {
+    while (!stop.load()) {
+      uint64_t total = 0;
+      for (pid_t p : s.pids()) total += pss_bytes(p);
+      struct stat st;
+      if (kind == "memcached" && ::stat(s.memfile().c_str(), &st) == 0 && total < 64 << 20) {
+        total += static_cast<uint64_t>(st.st_blocks) * 512;
+      }
+      for (uint64_t m = peak.load(); total > m && !peak.compare_exchange_weak(m, total);) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.steady_s));
+  max_gap_us = 0;
+  last_ok_us = now_us();
+  trigger_us = now_us();
+  const std::string events0 = slurp(s.dir + "/events");
+  const auto events_before = static_cast<size_t>(std::count(events0.begin(), events0.end(), '\n'));
+
+  if (kind == "kvd") {
+    ::kill(s.serving_pid(), SIGUSR2);
+    for (int i = 0; i < 12000; ++i) {
+      std::string ev = slurp(s.dir + "/events");
+      if (static_cast<size_t>(std::count(ev.begin(), ev.end(), '\n')) > events_before) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::string ev = slurp(s.dir + "/events");
+    std::string line = ev.substr(ev.rfind('{'));
+    auto num = [&](const char* f) {
+      size_t at = line.find(std::string("\"") + f + "\":");
+      return at == std::string::npos ? -1.0 : std::atof(line.c_str() + at + std::strlen(f) + 3);
+    };
+    res.blackout_ms = num("blackout_us") / 1000.0;
+    res.total_ms = num("total_us") / 1000.0;
+    if (line.find("\"committed\"") == std::string::npos) res.note = "upgrade aborted: " + line;
+    done_us = now_us();
+  } else {
+    if (kind == "redis") {
+      int fd = dial(s.port, 120000);
+      std::string req = "SHUTDOWN SAVE\r\n";
+      (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+      char tmp[64];
+      while (::read(fd, tmp, sizeof tmp) > 0) {
+      }
+      ::close(fd);
+    } else {
+      ::kill(s.pid, SIGUSR1);  // graceful stop: the cache stays in the memory file
+    }
+    int status = 0;
+    ::waitpid(s.pid, &status, 0);
+    if (kind == "memcached") {
+      // memcached 1.6 refuses a memory file saved in the current wall-clock second
+      // ("restart incompatible due to setting for [stop_time]"): wait for the next one.
+      const time_t stopped = ::time(nullptr);
+      while (::time(nullptr) <= stopped) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    s.start();  // returns once it answers (Redis: after loading the RDB)
+    done_us = now_us();
+    res.total_ms = (done_us - trigger_us) / 1000.0;
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.after_s));
+  stop = true;
+  for (auto& t : clients) t.join();
+  sampler.join();
+
+  // Did the data survive? A sample of keys, checked on a fresh connection.
+  {
+    int fd = dial(s.port, 10000);
+    std::string buf, value;
+    std::mt19937_64 rng(99);
+    for (int n = 0; n < 2000; ++n) {
+      const uint64_t i = rng() % keys;
+      Reply r;
+      if (!call(fd, s.proto(), get_request(s.proto(), key_of(i)), buf, &r, &value)) break;
+      ++res.checked_keys;
+      if (r != Reply::kOk || value != value_of(i)) ++res.lost_keys;
+    }
+    ::close(fd);
+  }
+  for (int fd : idle_fds) {
+    std::string buf;
+    Reply r;
+    if (fd < 0 || !call(fd, s.proto(), get_request(s.proto(), "probe"), buf, &r, nullptr)) {
+      ++res.idle_lost;
+    }
+    if (fd >= 0) ::close(fd);
+  }
+
+  res.downtime_ms = max_gap_us / 1000.0;
+  res.errors = errors;
+  res.resets = resets;
+  res.refused = refused;
+  res.misses = misses;
+  res.requests = requests;
+  res.peak_bytes = peak;
+  res.p50_steady = percentile(lat_steady, 0.50);
+  res.p99_steady = percentile(lat_steady, 0.99);
+  res.p999_steady = percentile(lat_steady, 0.999);
+  res.p50_up = percentile(lat_up, 0.50);
+  res.p99_up = percentile(lat_up, 0.99);
+  res.p999_up = percentile(lat_up, 0.999);
+
+  // Successful requests per 10 ms, from 1 s before the trigger to the end.
+  std::ofstream tl(s.dir + "/timeline.csv");
+  tl << "ms_since_trigger,successes\n";
+  const int64_t first = std::max<int64_t>(0, (trigger_us - t0) / 10000 - 100);
+  const int64_t last = std::min<int64_t>(kBuckets, (now_us() - t0) / 10000);
+  for (int64_t b = first; b < last; ++b) {
+    tl << (b * 10000 + t0 - trigger_us) / 1000 << "," << per10ms[static_cast<size_t>(b)] << "\n";
+  }
+  s.stop();
+  std::printf("; replaced in %.1f ms, longest gap %.1f ms, %" PRIu64 " errors, %" PRIu64
+              " resets, %" PRIu64 " of %" PRIu64 " keys lost\n",
+              res.total_ms, res.downtime_ms, res.errors, res.resets, res.lost_keys,
+              res.checked_keys);
+  fs::remove_all(s.dir + "/dump.rdb");
+  return res;
+}
+
+std::string human(uint64_t bytes) {
+  char b[32];
+  if (bytes >= (uint64_t{1} << 30)) {
+    std::snprintf(b, sizeof b, "%.2f GiB", bytes / double(uint64_t{1} << 30));
+  } else {
+    std::snprintf(b, sizeof b, "%" PRIu64 " MiB", bytes >> 20);
+  }
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    auto list = [](const std::string& s) {
+      std::vector<std::string> out;
+      std::stringstream ss(s);
+      for (std::string x; std::getline(ss, x, ',');) out.push_back(x);
+      return out;
+    };
+    if (a == "--quick") {
+      o.sizes = {uint64_t{1} << 20, uint64_t{16} << 20};
+      o.idle_size = uint64_t{1} << 20;
+      o.steady_s = 1.0;
+      o.after_s = 0.5;
+    } else if (a == "--servers") {
+      o.servers = list(next());
+      for (auto& sv : o.servers)
+        if (sv != "kvd" && sv != "redis" && sv != "memcached") usage("unknown server '" + sv + "'");
+    } else if (a == "--sizes-mib") {
+      o.sizes.clear();
+      for (auto& x : list(next())) {
+        if (x.empty() || x.find_first_not_of("0123456789") != std::string::npos || x == "0")
+          usage("--sizes-mib takes positive whole numbers, got '" + x + "'");
+        o.sizes.push_back(std::stoull(x) << 20);
+      }
+    } else if (a == "--connections") {
+      o.connections = std::atoi(next().c_str());
+      if (o.connections < 1 || o.connections > 1000) usage("--connections is 1..1000");
+    } else if (a == "--idle") {
+      o.idle = std::atoi(next().c_str());
+      if (o.idle < 0 || o.idle > 10000) usage("--idle is 0..10000");
+    } else if (a == "--out") {
+      o.out = next();
+    } else if (a == "--kvd") {
+      o.kvd = next();
+    } else {
+      usage("unknown option '" + a + "'");
+    }
+  }
+  if (!fs::exists(o.kvd)) usage("no kvd at " + o.kvd + " (build it, or pass --kvd)");
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // kvd's successors become ours to reap
+  rlimit fds{65536, 65536};
+  ::setrlimit(RLIMIT_NOFILE, &fds);
+  ::signal(SIGPIPE, SIG_IGN);
+  fs::create_directories(o.out);
+
+  std::vector<Result> results;
+  const int64_t started = now_us();
+  for (uint64_t size : o.sizes) {
+    std::printf("state %s (%" PRIu64 " keys of 100 bytes), %d connections\n", human(size).c_str(),
+                size / 100, o.connections);
+    for (const auto& kind : o.servers) results.push_back(run_case(o, kind, size, 0));
+  }
+  if (o.idle > 0) {
+    std::printf("state %s with %d more idle connections\n", human(o.idle_size).c_str(), o.idle);
+    for (const auto& kind : o.servers) results.push_back(run_case(o, kind, o.idle_size, o.idle));
+  }
+
+  std::ofstream csv(o.out + "/results.csv");
+  csv << "server,state_bytes,idle,downtime_ms,blackout_ms,total_ms,errors,resets,refused,misses,"
+         "lost_keys,checked_keys,idle_lost,p50_steady_ms,p99_steady_ms,p999_steady_ms,p50_up_ms,"
+         "p99_up_ms,p999_up_ms,peak_bytes,requests\n";
+  for (auto& r : results) {
+    csv << r.server << "," << r.size << "," << r.idle << "," << r.downtime_ms << ","
+        << r.blackout_ms << "," << r.total_ms << "," << r.errors << "," << r.resets << ","
+        << r.refused << "," << r.misses << "," << r.lost_keys << "," << r.checked_keys << ","
+        << r.idle_lost << "," << r.p50_steady << "," << r.p99_steady << "," << r.p999_steady << ","
+        << r.p50_up << "," << r.p99_up << "," << r.p999_up << "," << r.peak_bytes << ","
+        << r.requests << "\n";
+  }
+  std::ofstream md(o.out + "/report.md");
+  md << "| server | state | idle conns | longest gap | kvd blackout | replaced in | errors | "
+        "resets | refused | keys lost (sample) | idle conns lost | p50 / p99 / p99.9 steady | "
+        "p50 / p99 / p99.9 during | peak memory "
+        "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  char line[1024];
+  for (auto& r : results) {
+    std::snprintf(
+        line, sizeof line,
+        "| %s | %s | %d | %.1f ms | %s | %.1f ms | %" PRIu64 " | %" PRIu64 " | %" PRIu64
+        " | %" PRIu64 " of %" PRIu64 " | %" PRIu64
+        " | %.2f / %.2f / %.2f ms | %.2f / %.2f / %.2f ms | %s |\n",
+        r.server.c_str(), human(r.size).c_str(), r.idle, r.downtime_ms,
+        r.blackout_ms < 0 ? "–" : (std::to_string(r.blackout_ms).substr(0, 5) + " ms").c_str(),
+        r.total_ms, r.errors, r.resets, r.refused, r.lost_keys, r.checked_keys, r.idle_lost,
+        r.p50_steady, r.p99_steady, r.p999_steady, r.p50_up, r.p99_up, r.p999_up,
+        human(r.peak_bytes).c_str());
+    md << line;
+  }
+  csv.close();
+  md.close();
+  std::printf("\n%s", slurp(o.out + "/report.md").c_str());
+
+  std::printf("\nall cases in %.0f s; results.csv, report.md and timelines in %s\n",
+              (now_us() - started) / 1e6, o.out.c_str());
+  return 0;
+}
