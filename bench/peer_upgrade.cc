@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -357,7 +358,55 @@ struct Result {
   uint64_t peak_bytes = 0;
   uint64_t requests = 0;
   std::string note;
+  // kvd only: the upgrade's phases from its timeline, and the machine's limits for the
+  // same bytes measured right after it.
+  double spawn_ms = 0, checkpoint_ms = 0, catchup_ms = 0, memcpy_ms = 0;
+  uint64_t checkpoint_bytes = 0, deltas = 0;
 };
+
+// The physical limit for a checkpoint of `bytes`: memcpy into a fresh shared segment.
+double memcpy_fresh_ms(uint64_t bytes) {
+  std::vector<char> src(bytes, 'x');  // touched: its faults are not part of the copy
+  int fd = ::memfd_create("baton-bench-memcpy", MFD_CLOEXEC);
+  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) return 0;
+  void* dst = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (dst == MAP_FAILED) return 0;
+  const int64_t a = now_us();
+  std::memcpy(dst, src.data(), bytes);
+  const int64_t b = now_us();
+  ::munmap(dst, bytes);
+  return (b - a) / 1000.0;
+}
+
+// The physical limit for the delta stream: bytes per second through a Unix socketpair
+// with 4 MiB buffers and a reader thread, as the runtime sets it up.
+double socket_gbps() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
+  const int buf = 4 << 20;
+  for (int fd : sv) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+  }
+  std::thread reader([&] {
+    std::vector<char> sink(1 << 20);
+    while (::read(sv[1], sink.data(), sink.size()) > 0) {
+    }
+  });
+  const std::string chunk(64 << 10, 'd');
+  const uint64_t total = uint64_t{512} << 20;
+  const int64_t a = now_us();
+  for (uint64_t sent = 0; sent < total; sent += chunk.size()) {
+    if (::write(sv[0], chunk.data(), chunk.size()) <= 0) break;
+  }
+  const int64_t b = now_us();
+  ::shutdown(sv[0], SHUT_RDWR);
+  reader.join();
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return total / 1e9 / ((b - a) / 1e6);
+}
 
 double percentile(std::vector<uint32_t>& v, double q) {
   if (v.empty()) return 0;
@@ -494,6 +543,11 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
     };
     res.blackout_ms = num("blackout_us") / 1000.0;
     res.total_ms = num("total_us") / 1000.0;
+    res.spawn_ms = num("spawn_us") / 1000.0;
+    res.checkpoint_ms = num("checkpoint_us") / 1000.0;
+    res.catchup_ms = num("catchup_us") / 1000.0;
+    res.checkpoint_bytes = static_cast<uint64_t>(num("checkpoint_bytes"));
+    res.deltas = static_cast<uint64_t>(num("deltas"));
     if (line.find("\"committed\"") == std::string::npos) res.note = "upgrade aborted: " + line;
     done_us = now_us();
   } else {
@@ -571,6 +625,8 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
     tl << (b * 10000 + t0 - trigger_us) / 1000 << "," << per10ms[static_cast<size_t>(b)] << "\n";
   }
   s.stop();
+  if (kind == "kvd" && res.checkpoint_bytes > 0)
+    res.memcpy_ms = memcpy_fresh_ms(res.checkpoint_bytes);
   std::printf("; replaced in %.1f ms, longest gap %.1f ms, %" PRIu64 " errors, %" PRIu64
               " resets, %" PRIu64 " of %" PRIu64 " keys lost\n",
               res.total_ms, res.downtime_ms, res.errors, res.resets, res.lost_keys,
@@ -687,7 +743,26 @@ int main(int argc, char** argv) {
   }
   csv.close();
   md.close();
-  std::printf("\n%s", slurp(o.out + "/report.md").c_str());
+  // kvd's upgrade by phase, against the machine's limits measured in this run.
+  const double gbps = socket_gbps();
+  std::ofstream ph(o.out + "/phases.md");
+  ph << "Unix socket throughput measured in this run: " << gbps << " GB/s (64 KiB writes).\n\n"
+     << "| state | checkpoint | spawn | checkpoint written | memcpy of it into a fresh segment | "
+        "ratio | catch-up (restore + deltas) | deltas | blackout | total (SIGUSR2 to serving) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (auto& r : results) {
+    if (r.server != "kvd" || r.idle != 0) continue;
+    std::snprintf(line, sizeof line,
+                  "| %s | %s | %.1f ms | %.1f ms | %.1f ms | %.2fx | %.1f ms | %" PRIu64
+                  " | %.3f ms | %.1f ms |\n",
+                  human(r.size).c_str(), human(r.checkpoint_bytes).c_str(), r.spawn_ms,
+                  r.checkpoint_ms, r.memcpy_ms,
+                  r.checkpoint_ms > 0 ? r.memcpy_ms / r.checkpoint_ms : 0, r.catchup_ms, r.deltas,
+                  r.blackout_ms, r.total_ms);
+    ph << line;
+  }
+  ph.close();
+  std::printf("\n%s\n%s", slurp(o.out + "/report.md").c_str(), slurp(o.out + "/phases.md").c_str());
 
   std::printf("\nall cases in %.0f s; results.csv, report.md and timelines in %s\n",
               (now_us() - started) / 1e6, o.out.c_str());
