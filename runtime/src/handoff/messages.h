@@ -18,7 +18,6 @@ inline constexpr uint32_t kProtocolVersion = 4;
 /// state (FrozenSocket::state) can be up to about half of it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 
-
 struct SectionRange {
   std::string name;
   uint32_t min_version = 0;
