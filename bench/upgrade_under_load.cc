@@ -1,4 +1,4 @@
-// upgrade_under_load: the main job. Starts samples/counter, drives INCRs on many
+// upgrade_under_load: `tools/demo.sh counter`. Starts samples/counter, drives INCRs on many
 // connections (plus idle ones held open), upgrades it live with SIGUSR2 several times,
 // then prints each upgrade's timeline and what the clients saw: errors, the longest gap
 // without a reply, latency, and whether the final count equals the acknowledged INCRs.

@@ -10,14 +10,21 @@
 # Usage: tools/kvd_demo.sh [--keys N] [--requests N] [--requests-pipelined N] [--upgrades N]
 #                          [--idle N] [--clients N]
 # --requests is redis-benchmark's -n for the plain run (default 300000), --requests-pipelined
-# for the -P 16 run (default 6x --requests); --upgrades is per run.
+# for the -P 16 run (default 6x --requests); --upgrades is per run. --bin-dir DIR takes kvd
+# and kvd-v1 from DIR (default build/bin; the tests pass their preset's).
 # Expects build/bin/kvd and build/bin/kvd-v1 (tools/demo.sh builds them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 keys=200000 requests=300000 requests_pipelined="" upgrades=5 idle=1000 clients=50
+bin_dir=build/bin
 while (($#)); do
   case "$1" in
+    --bin-dir)
+      [[ $# -ge 2 && -d "$2" ]] || { echo "kvd_demo: --bin-dir needs an existing directory" >&2; exit 2; }
+      bin_dir=$(cd "$2" && pwd)
+      shift 2
+      ;;
     --keys | --requests | --requests-pipelined | --upgrades | --idle | --clients)
       [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || { echo "kvd_demo: $1 takes a whole number" >&2; exit 2; }
       name=${1#--}
@@ -26,7 +33,7 @@ while (($#)); do
       ;;
     *)
       echo "kvd_demo: unknown option '$1'; options: --keys --requests --requests-pipelined" \
-        "--upgrades --idle --clients" >&2
+        "--upgrades --idle --clients --bin-dir" >&2
       exit 2
       ;;
   esac
@@ -34,7 +41,8 @@ done
 requests_pipelined=${requests_pipelined:-$((requests * 6))}
 ((upgrades >= 1 && clients >= 1 && requests >= 1)) || { echo "kvd_demo: counts must be >= 1" >&2; exit 2; }
 
-V1="$PWD/build/bin/kvd-v1" V2="$PWD/build/bin/kvd"
+V1="$bin_dir/kvd-v1" V2="$bin_dir/kvd"
+
 for b in "$V1" "$V2"; do [[ -x "$b" ]] || { echo "kvd_demo: $b missing; run tools/demo.sh" >&2; exit 2; }; done
 command -v redis-benchmark >/dev/null || { echo "kvd_demo: needs redis-tools (tools/deps.sh)" >&2; exit 2; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -92,10 +100,12 @@ for ((i = 0; i < 2 * upgrades; i++)); do
 done
 
 step=0 committed=0 failed=0
+served_by=()  # every incumbent: their checkpoint segments are named baton-<pid>-*
 events() { if [[ -f "$run/events" ]]; then wc -l <"$run/events"; else echo 0; fi; }
 upgrade() {
   local bin=$1 before events_before line from to
   before=$(cat "$run/pid")
+  served_by+=("$before")
   events_before=$(events)
   from=$(info_field server kvd_schema_version)
   install_binary "$bin"
@@ -170,7 +180,11 @@ bad_keys=$(awk -v n="$keys" 'BEGIN { for (i = 0; i < n; i++) print "pre:" i }' |
 sleep 0.2
 clients_after=$(info_field clients connected_clients)
 kill "$idle_pid" 2>/dev/null || true
-leftovers=$(find /dev/shm -maxdepth 1 -name 'baton-*' | wc -l)
+leftovers=0  # of this run's processes only: other Baton processes may be running
+for p in "${served_by[@]}"; do
+  leftovers=$((leftovers + $(find /dev/shm -maxdepth 1 -name "baton-$p-*" | wc -l)))
+done
+
 
 echo
 echo "upgrades: $committed of $((committed + failed)) committed, serving pid $(cat "$run/pid")" \
