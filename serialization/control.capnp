@@ -14,14 +14,15 @@ struct SectionRange {
 }
 
 struct Hello {             # successor -> incumbent, first message
-  protocolVersion @0 :UInt32;
+  protocolVersion @0 :UInt32;     # the oldest version it speaks (version 4 checks it for equality)
   pid @1 :Int32;
   capabilities @2 :List(Text);
   sections @3 :List(SectionRange);
+  maxProtocolVersion @4 :UInt32;  # the newest it speaks; 0 (absent) from version 4
 }
 
 struct Welcome {           # incumbent -> successor: HELLO accepted
-  protocolVersion @0 :UInt32;
+  protocolVersion @0 :UInt32;     # the version chosen for this upgrade
   generation @1 :UInt64;
   capabilities @2 :List(Text);
 }
@@ -76,6 +77,7 @@ struct Timings {           # the incumbent's side of the timeline, all microseco
 struct Commit {            # incumbent -> successor: the fds are yours
   generation @0 :UInt64;
   timings @1 :Timings;
+  probationMs @2 :UInt32;  # version 5: the sender stands by this long (0: it exits)
 }
 
 struct Progress {          # successor -> incumbent, at most every millisecond in catch-up,
@@ -84,8 +86,23 @@ struct Progress {          # successor -> incumbent, at most every millisecond i
 }
 
 
+struct SectionVersion {
+  name @0 :Text;
+  version @1 :UInt32;
+}
+
 struct Serving {           # successor -> incumbent: COMMIT received; serving from now on
   pid @0 :Int32;
+  reverseStartLsn @1 :UInt64;          # version 5, probation: the reverse stream starts after it
+  sections @2 :List(SectionVersion);   # ... and its records name these by index
+}
+
+struct Rollback {          # version 5, successor -> standby: a planned rollback starts
+  reason @0 :Text;
+}
+
+struct Promote {           # version 5, successor -> standby: probation is over; exit
+  reason @0 :Text;
 }
 
 struct Abort {             # either way: the upgrade is off
@@ -106,6 +123,7 @@ struct Message {
     serving @9 :Serving;
     progress @10 :Progress;
     earlyFds @11 :EarlyFds;
-
+    rollback @12 :Rollback;
+    promote @13 :Promote;
   }
 }

@@ -88,6 +88,7 @@ std::string encode_message(const Message& m) {
             s[i].setMinVersion(v.sections[i].min_version);
             s[i].setMaxVersion(v.sections[i].max_version);
           }
+          h.setMaxProtocolVersion(v.max_protocol_version);
         } else if constexpr (std::is_same_v<T, Welcome>) {
           auto w = root.initWelcome();
           w.setProtocolVersion(v.protocol_version);
@@ -119,14 +120,27 @@ std::string encode_message(const Message& m) {
           auto c = root.initCommit();
           c.setGeneration(v.generation);
           fill(c.initTimings(), v.timings);
+          c.setProbationMs(v.probation_ms);
         } else if constexpr (std::is_same_v<T, Abort>) {
           root.initAbort().setReason(text(v.reason));
         } else if constexpr (std::is_same_v<T, handoff::Serving>) {
-          root.initServing().setPid(v.pid);
-        } else {
+          auto s = root.initServing();
+          s.setPid(v.pid);
+          s.setReverseStartLsn(v.reverse_start_lsn);
+          auto l = s.initSections(static_cast<unsigned>(v.sections.size()));
+          for (unsigned i = 0; i < v.sections.size(); ++i) {
+            l[i].setName(text(v.sections[i].name));
+            l[i].setVersion(v.sections[i].version);
+          }
+        } else if constexpr (std::is_same_v<T, handoff::Progress>) {
           auto p = root.initProgress();
           p.setAppliedLsn(v.applied_lsn);
           p.setEarlyFds(v.early_fds);
+        } else if constexpr (std::is_same_v<T, handoff::Rollback>) {
+          root.initRollback().setReason(text(v.reason));
+        } else {
+          static_assert(std::is_same_v<T, handoff::Promote>, "encode every message type");
+          root.initPromote().setReason(text(v.reason));
         }
       },
       m);
@@ -159,6 +173,7 @@ Result<Message> decode_message(std::string_view packet) {
         for (auto s : h.getSections()) {
           out.sections.push_back({str(s.getName()), s.getMinVersion(), s.getMaxVersion()});
         }
+        out.max_protocol_version = h.getMaxProtocolVersion();
         return Message(std::move(out));
       }
       case wire::Message::WELCOME: {
@@ -189,12 +204,20 @@ Result<Message> decode_message(std::string_view packet) {
       }
       case wire::Message::COMMIT: {
         auto c = root.getCommit();
-        return Message(Commit{c.getGeneration(), read(c.getTimings())});
+        return Message(Commit{c.getGeneration(), read(c.getTimings()), c.getProbationMs()});
       }
       case wire::Message::ABORT:
         return Message(Abort{str(root.getAbort().getReason())});
-      case wire::Message::SERVING:
-        return Message(handoff::Serving{root.getServing().getPid()});
+      case wire::Message::SERVING: {
+        auto s = root.getServing();
+        handoff::Serving out{s.getPid(), s.getReverseStartLsn(), {}};
+        for (auto v : s.getSections()) out.sections.push_back({str(v.getName()), v.getVersion()});
+        return Message(std::move(out));
+      }
+      case wire::Message::ROLLBACK:
+        return Message(handoff::Rollback{str(root.getRollback().getReason())});
+      case wire::Message::PROMOTE:
+        return Message(handoff::Promote{str(root.getPromote().getReason())});
       case wire::Message::PROGRESS:
         return Message(handoff::Progress{root.getProgress().getAppliedLsn(),
                                          root.getProgress().getEarlyFds()});

@@ -1,5 +1,5 @@
-// batonctl: asks a Baton server to upgrade, or reports its status, over its control
-// socket (RuntimeOptions::control_socket; '@' prefix = abstract namespace).
+// batonctl: asks a Baton server to upgrade, roll back or promote, or reports its status,
+// over its control socket (RuntimeOptions::control_socket; '@' prefix = abstract namespace).
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -10,12 +10,17 @@
 #include <string>
 
 int main(int argc, char** argv) {
-  if (argc != 4 || std::strcmp(argv[1], "--socket") != 0 ||
-      (std::strcmp(argv[3], "upgrade") != 0 && std::strcmp(argv[3], "status") != 0)) {
+  static const char* const kCommands[] = {"upgrade", "status", "rollback", "promote"};
+  bool known = false;
+  for (const char* c : kCommands) known = known || (argc == 4 && std::strcmp(argv[3], c) == 0);
+  if (argc != 4 || std::strcmp(argv[1], "--socket") != 0 || !known) {
     std::fprintf(stderr,
-                 "usage: batonctl --socket PATH upgrade|status\n"
-                 "  upgrade  start a live upgrade to the binary the server was started from\n"
-                 "  status   print pid, generation, phase and the last abort as JSON\n");
+                 "usage: batonctl --socket PATH upgrade|status|rollback|promote\n"
+                 "  upgrade   start a live upgrade to the binary the server was started from\n"
+                 "  status    print pid, generation, phase, probation time left and the last\n"
+                 "            abort as JSON\n"
+                 "  rollback  during probation: hand service back to the previous version\n"
+                 "  promote   during probation: keep the new version and let the old one go\n");
     return 2;
   }
   std::string path = argv[2];
@@ -30,8 +35,10 @@ int main(int argc, char** argv) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
   if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
-    std::fprintf(stderr, "batonctl: cannot connect to %s: %s (is the server running with "
-                 "that control socket?)\n", path.c_str(), std::strerror(errno));
+    std::fprintf(stderr,
+                 "batonctl: cannot connect to %s: %s (is the server running with "
+                 "that control socket?)\n",
+                 path.c_str(), std::strerror(errno));
     return 1;
   }
   std::string cmd = std::string(argv[3]) + "\n";

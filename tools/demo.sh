@@ -24,5 +24,5 @@ case "${1:-}" in
     exec build/bin/upgrade_under_load "$@"
     ;;
 esac
-cmake --build build -j"$(nproc)" --target kvd kvd-v1
+cmake --build build -j"$(nproc)" --target kvd kvd-v1 kvd-crashy incr_load
 exec tools/kvd_demo.sh "$@"

@@ -44,14 +44,20 @@ int main(int argc, char** argv) {
                                      {"--event-log", ""},
                                      {"--control", ""},
                                      {"--maxclients", "10000"},
+                                     {"--probation-ms", "2000"},
                                      {"--port-file", ""}},
-                                    {"--port", "--maxclients"});
+                                    {"--port", "--maxclients", "--probation-ms"});
   if (!parsed.ok()) return fail(parsed.error().message(), 2);
   auto& flag = parsed.value();
   const long port = std::atol(flag["--port"].c_str());
   const long maxclients = std::atol(flag["--maxclients"].c_str());
   if (port > 65535) return fail("--port is 0..65535 (0: any free port)", 2);
   if (maxclients < 1) return fail("--maxclients must be at least 1", 2);
+  const long probation_ms = std::atol(flag["--probation-ms"].c_str());
+  if (probation_ms < 0 || probation_ms > 3'600'000) {
+    return fail("--probation-ms is 0..3600000 (0: no probation, the old process exits at commit)",
+                2);
+  }
 
   // SIGTERM and SIGINT stop the server from its loop; blocked before any thread starts.
   sigset_t stop;
@@ -70,6 +76,7 @@ int main(int argc, char** argv) {
   opt.pidfile = flag["--pidfile"];
   opt.event_log = flag["--event-log"];
   opt.control_socket = flag["--control"];
+  opt.probation_ms = static_cast<uint32_t>(probation_ms);
   auto created = Runtime::create(argc, argv, opt);
   if (!created.ok()) return fail(created.error().to_string(), 2);
   Runtime* rt = created->get();
@@ -79,15 +86,34 @@ int main(int argc, char** argv) {
     rollback.now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-    (void)map.migrations().add(
-        2, 1, [&rollback](std::string_view k, Entry& e) { rollback.migrate(k, e); });
+    // Now, not at startup: a standby migrates the writes its v2 successor streams back.
+    (void)map.migrations().add(2, 1, [&rollback](std::string_view k, Entry& e) {
+      rollback.now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+      rollback.migrate(k, e);
+    });
   }
   if (auto r = rt->registry().add(map); !r.ok()) return fail(r.error().to_string(), 2);
 #endif
 
   ServerOptions options;
   options.maxclients = maxclients;
+#ifdef KVD_CRASH_AFTER_MS
+  if (rt != nullptr && rt->is_successor()) options.crash_after_ms = KVD_CRASH_AFTER_MS;
+#endif
   Server server(rt, map, KVD_SCHEMA >= 2, options);
+  // A rollback from a v2 successor: keys it streamed back already expired are dropped,
+  // as after a take-over (docs/design.md, "kvd's schema versions").
+  server.set_on_resume([&] {
+    for (const std::string& key : rollback.expired) map.erase(key);
+    if (!rollback.expired.empty() || rollback.ttls_removed != 0) {
+      std::fprintf(stderr, "kvd[%d]: rolled back: %llu TTLs removed, %zu expired keys dropped\n",
+                   ::getpid(), static_cast<unsigned long long>(rollback.ttls_removed),
+                   rollback.expired.size());
+    }
+    rollback.expired.clear();
+  });
   if (rt != nullptr && rt->is_successor()) {
     // Restores the state and receives the sockets; most arrive early, into `server`.
     auto taken = rt->take_over(&server);
@@ -119,6 +145,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvd[%d]: schema v%d, serving %s port %u\n", ::getpid(), KVD_SCHEMA,
                  flag["--bind"].c_str(), bound);
   }
-  if (rt != nullptr) rt->serving(server);  // pidfile, systemd READY=1; ends a blackout
+  if (rt != nullptr) rt->serving(server, &server);  // pidfile, READY=1; ends a blackout
   return server.run(signals.get());
 }

@@ -61,6 +61,7 @@ struct Server::Conn {
   bool eof = false;      // the client sent its last byte: answer it all, then close
   bool dropped = false;
   bool queued = false;  // in ready_
+  bool held = false;    // in held_: replies wait for their writes to reach the standby
   uint64_t serial = 0;  // this connection's id for the runtime, never reused
   size_t pending_out() const { return out.size() - out_pos; }
 };
@@ -72,7 +73,8 @@ Server::Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, Ser
       options_(std::move(options)),
       epoll_(::epoll_create1(EPOLL_CLOEXEC)),
       rbuf_(new char[kReadChunk]),
-      started_ms_(wall_ms()) {
+      started_ms_(wall_ms()),
+      crash_at_ms_(options_.crash_after_ms ? started_ms_ + options_.crash_after_ms : 0) {
   store_.set_now(started_ms_);
 }
 
@@ -155,6 +157,7 @@ void Server::accept_from(int listener) {
     int one = 1;
     (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails on Unix: fine
     add_conn(std::move(owned));
+    if (rt_ != nullptr) rt_->accepted(fd);  // during probation the standby holds it too
   }
   accept_more_.push_back(listener);
 }
@@ -194,9 +197,42 @@ void Server::serve(Conn& c) {
       break;
     }
   }
-  if (!c.dropped) flush(c);
+  finish(c);
+}
+
+void Server::finish(Conn& c) {
+  if (c.dropped) return;
+  if (holding_ && c.pending_out() > 0) {
+    if (!c.held) held_.push_back(c.fd.get());
+    c.held = true;
+    return;
+  }
+  flush(c);
+  drop_if_done(c);
+}
+
+void Server::drop_if_done(Conn& c) {
   // At EOF, input still queued (throttled) is served first; an incomplete request never will be.
   if (!c.dropped && c.pending_out() == 0 && (c.closing || (c.eof && !c.queued))) drop(c);
+}
+
+void Server::release_held() {
+  if (held_.empty() || (rt_ != nullptr && !rt_->writes_durable())) return;
+  std::vector<int> held;
+  held.swap(held_);
+  for (int fd : held) {
+    Conn* c = conns_[static_cast<size_t>(fd)].get();
+    if (c == nullptr || !c->held) continue;
+    c->held = false;
+    if (c->dropped) continue;
+    flush(*c);
+    // Requests parsing stopped for (output at its high-water mark) go on next turn.
+    if (!c->dropped && c->in_pos < c->in.size() && !c->queued) {
+      c->queued = true;
+      ready_.push_back(fd);
+    }
+    drop_if_done(*c);
+  }
 }
 
 void Server::feed(Conn& c, const char* data, size_t n) {
@@ -221,6 +257,7 @@ size_t Server::process(Conn& c, std::string_view data) {
   std::string error;
   while (pos < data.size() && !c.closing) {
     if (c.pending_out() >= kOutputHighWater) {
+      if (holding_) break;  // release_held() requeues it once its replies are out
       flush(c);
       // Still full: the socket is too, so an EPOLLOUT edge resumes this connection.
       if (c.dropped || c.pending_out() >= kOutputHighWater) break;
@@ -249,6 +286,7 @@ size_t Server::process(Conn& c, std::string_view data) {
 }
 
 void Server::flush(Conn& c) {
+  if (c.held) return;  // not before Runtime::writes_durable()
   while (c.pending_out() > 0) {
     ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_pos, c.pending_out(), MSG_NOSIGNAL);
     if (n < 0) {
@@ -274,6 +312,9 @@ void Server::reap_dropped() {
     // Explicitly: a file still referenced elsewhere (an fd in flight to a successor that
     // was then killed) would otherwise stay registered under a reused number.
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    // shutdown first: during probation the standby holds a duplicate of this socket, and
+    // a close alone would leave the client connected to it.
+    ::shutdown(fd, SHUT_RDWR);
     conns_[static_cast<size_t>(fd)].reset();
     --clients_;
   }
@@ -297,8 +338,14 @@ int Server::run(int signal_fd) {
           timeout < 0 ? rt_->service_interval_ms() : std::min(timeout, rt_->service_interval_ms());
     }
     if (!frozen_ && (!ready_.empty() || !accept_more_.empty())) timeout = 0;
+    if (!held_.empty()) timeout = std::min(timeout < 0 ? 1 : timeout, 1);
+    if (crash_at_ms_ != 0 && wall_ms() >= crash_at_ms_) {
+      std::fprintf(stderr, "kvd-crashy[%d]: crashing on purpose\n", ::getpid());
+      std::abort();
+    }
 
     turn_budget_ = kThrottledRequestsPerTurn;
+    holding_ = rt_ != nullptr && rt_->on_probation();
 
     int n = ::epoll_wait(epoll_.get(), events, 256, timeout);
     store_.set_now(wall_ms());
@@ -340,6 +387,7 @@ int Server::run(int signal_fd) {
         c->queued = false;
         serve(*c);
       }
+      release_held();
       if (store_.expiry() && store_.now() - last_sweep >= kSweepMs) {
         store_.sweep_expired(1000);  // about 10k slots a second: Redis's pace, roughly
         last_sweep = store_.now();
@@ -375,12 +423,18 @@ std::vector<baton::FrozenSocket> Server::early() {
 
 std::vector<baton::FrozenSocket> Server::freeze() {
   frozen_ = true;  // O(1) for the sockets: their events are ignored until unfreeze or exit
+  release_held();  // replies whose writes are safe go now; the others travel as state
+  const bool durable = held_.empty();
+  for (int fd : held_) {
+    if (Conn* c = conns_[static_cast<size_t>(fd)].get()) c->held = false;
+  }
+  held_.clear();
   reap_dropped();
   std::vector<baton::FrozenSocket> out;
   for (auto& l : listeners_) out.push_back({l.get(), "listener", ""});
   for (auto& c : conns_) {
     if (!c) continue;
-    flush(*c);  // most output leaves now; what the client has not read travels as state
+    if (durable) flush(*c);  // most output leaves now; the rest travels as state
     if (c->dropped) continue;
     std::string_view in = std::string_view(c->in).substr(c->in_pos);
     std::string state(1, c->closing ? kStateClosing : 0);
@@ -391,6 +445,35 @@ std::vector<baton::FrozenSocket> Server::freeze() {
     out.push_back({c->fd.get(), "conn", std::move(state), c->serial});
   }
   return out;
+}
+
+void Server::standby() {
+  // The successor serves every socket now; the runtime holds duplicates. Close ours
+  // without shutdown() (that would end the connections for the successor too) and forget
+  // their half-read requests and unsent replies: the successor has them.
+  for (auto& c : conns_) {
+    if (c) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+    c.reset();
+  }
+  for (auto& l : listeners_) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, l.get(), nullptr);
+  listeners_.clear();
+  ready_.clear();
+  dropped_.clear();
+  accept_more_.clear();
+  held_.clear();
+  clients_ = 0;
+  frozen_ = false;  // nothing to serve: the loop runs only the runtime
+}
+
+void Server::resume(std::vector<baton::InheritedSocket> sockets) {
+  for (baton::InheritedSocket& s : sockets) {
+    if (s.tag == "listener") {
+      listen_on(std::move(s.fd), s.early);
+    } else {
+      adopt(std::move(s.fd), s.state, s.early);
+    }
+  }
+  if (on_resume_) on_resume_();
 }
 
 void Server::unfreeze() {
@@ -458,6 +541,8 @@ std::string Server::info(std::string_view section) const {
       add("baton_generation", std::to_string(rt_->generation()));
       add("baton_upgrading", rt_->upgrading() ? "1" : "0");
       add("baton_last_upgrade", rt_->last_upgrade());
+      add("baton_phase", rt_->phase());
+      add("baton_probation_left_ms", std::to_string(rt_->probation_remaining_ms()));
     }
     if (!options_.upgrade_note.empty()) add("baton_upgrade_note", options_.upgrade_note);
     s += "\r\n";

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,6 +19,9 @@ namespace kvd {
 struct ServerOptions {
   int64_t maxclients = 10000;
   std::string upgrade_note;  // reported by INFO, e.g. what a rollback did to expiries
+  /// kvd-crashy only (a deliberately broken build for the demo and tests): abort() this
+  /// long after serving as a successor. 0: never.
+  int64_t crash_after_ms = 0;
 };
 
 class Server final : public baton::UpgradeHooks, public baton::EarlySockets, public ServerView {
@@ -31,6 +35,8 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   /// A connection inherited from the previous generation, with the state freeze() gave it.
   void adopt(baton::UniqueFd fd, std::string_view state, bool registered = false);
   void set_upgrade_note(std::string note) { options_.upgrade_note = std::move(note); }
+  /// Called when a rollback makes this process serve again (after resume()).
+  void set_on_resume(std::function<void()> fn) { on_resume_ = std::move(fn); }
   /// Serves until committed() or a stop signal arrives on `signal_fd` (SIGTERM, SIGINT).
   /// Returns the process's exit status.
   int run(int signal_fd);
@@ -41,6 +47,8 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   void unfreeze() override;
   void throttle(bool on) override { throttled_ = on; }
   void committed() override { done_ = true; }
+  void standby() override;
+  void resume(std::vector<baton::InheritedSocket> sockets) override;
 
   // --- baton::EarlySockets (successor): watched now, served once take_over() returns
   void early_socket(int fd, const std::string& tag) override;
@@ -61,6 +69,12 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   size_t process(Conn& c, std::string_view data);
   void feed(Conn& c, const char* data, size_t n);
   void flush(Conn& c);
+  // After serving `c`: write its replies now, or hold them until their writes are in the
+  // reverse stream (probation).
+  void finish(Conn& c);
+  // Writes held replies once Runtime::writes_durable() says their writes are safe.
+  void release_held();
+  void drop_if_done(Conn& c);
   void drop(Conn& c);
   void reap_dropped();
   void stop();
@@ -75,6 +89,8 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   std::vector<int> ready_;                    // connections with input left to serve next turn
   std::vector<int> dropped_;                  // closed at the end of the loop turn
   std::vector<int> accept_more_;
+  std::vector<int> held_;  // connections whose replies wait for writes_durable()
+  bool holding_ = false;   // this loop turn, replies wait (probation)
   std::vector<std::string_view> args_;
   std::unique_ptr<char[]> rbuf_;
   int64_t clients_ = 0;
@@ -88,6 +104,8 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   int turn_budget_ = 0;  // requests left this loop turn while throttled
 
   bool done_ = false;
+  int64_t crash_at_ms_ = 0;
+  std::function<void()> on_resume_;
 };
 
 }  // namespace kvd

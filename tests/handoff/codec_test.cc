@@ -11,7 +11,7 @@ namespace {
 TEST(ControlCodec, EveryMessageTypeRoundTrips) {
   Timings t{1, 2, 3, 4, 5, 6, 7, 8};
   std::vector<Message> all = {
-      Hello{kProtocolVersion, 42, {"zero-copy"}, {{"kv", 1, 2}, {"meta", 3, 3}}},
+      Hello{kMinProtocolVersion, 42, {"zero-copy"}, {{"kv", 1, 2}, {"meta", 3, 3}}, 5},
       Welcome{kProtocolVersion, 9, {"x"}},
       CheckpointReady{100, 1 << 20},
       Restored{5, 6},
@@ -19,17 +19,31 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       FdBatch{{{"listener", "", 7, true}, {"conn", std::string("half\0read", 9), 8, false}}},
       EarlyFds{{{"conn", "", 1ull << 40, false}}},
       Prepared{120, 3},
-      Commit{9, t},
+      Commit{9, t, 0},
+      Commit{9, t, 30'000},
       Abort{"successor crashed"},
-      Serving{77},
-      Progress{12345, 17}};
-  static_assert(std::variant_size_v<Message> == 12, "every message type is in this list");
+      Serving{77, 0, {}},
+      Serving{77, 1234, {{"kv", 2}, {"meta", 1}}},
+      Progress{12345, 17},
+      Rollback{"health check failed: disk"},
+      Promote{"probation window ended"}};
+  static_assert(std::variant_size_v<Message> == 14, "every message type is in this list");
 
   for (const Message& m : all) {
     auto back = serialization::decode_message(serialization::encode_message(m));
     ASSERT_TRUE(back.ok()) << message_name(m) << ": " << back.error().to_string();
     EXPECT_EQ(back.value(), m) << message_name(m);
   }
+}
+
+// A version-4 build's HELLO has no maxProtocolVersion: it decodes as 0, which the
+// incumbent reads as "exactly protocolVersion".
+TEST(ControlCodec, HelloWithoutMaxVersionDecodesAsZero) {
+  Hello old{4, 1, {}, {}, 0};
+  auto back = serialization::decode_message(serialization::encode_message(old));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(std::get<Hello>(back.value()).max_protocol_version, 0u);
+  EXPECT_EQ(std::get<Hello>(back.value()).protocol_version, 4u);
 }
 
 TEST(ControlCodec, GarbageAndTruncationAreErrorsNotCrashes) {

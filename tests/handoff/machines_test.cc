@@ -85,7 +85,11 @@ class FakeIncumbent : public IncumbentEnv {
   }
   void unfreeze() override { events.push_back("unfreeze"); }
   void throttle(bool on) override { events.push_back(on ? "throttle" : "unthrottle"); }
-  void committed() override { events.push_back("committed"); }
+  uint32_t committed_probation_ms = 0;
+  void committed(const Serving&, uint32_t probation_ms) override {
+    events.push_back("committed");
+    committed_probation_ms = probation_ms;
+  }
   void log(std::string_view line) override { logs.emplace_back(line); }
   void timeline(const TimelineRecord& r) override { timelines.push_back(r); }
 
@@ -151,7 +155,7 @@ TEST(IncumbentMachine, CommitsAfterCheckpointCatchUpFreezeAndPrepared) {
   m.on_message(Prepared{150, 2});
   EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitServing);  // still frozen
   EXPECT_EQ(env.events.back(), "freeze");
-  m.on_message(Serving{4242});
+  m.on_message(Serving{4242, 0, {}});
   EXPECT_EQ(m.phase(), IncumbentPhase::kCommitted);
   auto commits = env.sent_of<Commit>();
   ASSERT_EQ(commits.size(), 1u);
@@ -179,15 +183,23 @@ TEST(IncumbentMachine, RefusesAtHelloNamingBothVersions) {
     Hello hello;
     std::string expect;
   };
-  Hello old_protocol = good_hello();
-  old_protocol.protocol_version = 0;
+  Hello old_protocol = good_hello();  // a version-3 build: one version, no maximum
+  old_protocol.protocol_version = 3;
+  old_protocol.max_protocol_version = 0;
+  Hello new_protocol = good_hello();  // a build that dropped this one's versions
+  new_protocol.protocol_version = kProtocolVersion + 1;
+  new_protocol.max_protocol_version = kProtocolVersion + 2;
   Hello v1_only = good_hello();
   v1_only.sections = {{"kv", 1, 1}};
   Hello missing = good_hello();
   missing.sections = {{"other", 1, 9}};
   for (const Case& c :
-       {Case{old_protocol, "successor speaks protocol version 0, this incumbent speaks " +
+       {Case{old_protocol, "successor speaks protocol versions 3..3, this incumbent speaks " +
+                               std::to_string(kMinProtocolVersion) + ".." +
                                std::to_string(kProtocolVersion)},
+        Case{new_protocol, "successor speaks protocol versions " +
+                               std::to_string(kProtocolVersion + 1) + ".." +
+                               std::to_string(kProtocolVersion + 2)},
         Case{v1_only,
              "successor reads section 'kv' schema versions 1..1, this incumbent writes "
              "version 2"},
@@ -451,6 +463,12 @@ class FakeSuccessor : public SuccessorEnv {
     serving = true;
   }
   void fail(std::string_view reason) override { failed = std::string(reason); }
+  int reverse_streams = 0;
+  void begin_reverse_stream(Serving* s) override {
+    ++reverse_streams;
+    s->reverse_start_lsn = 77;
+    s->sections = {{"kv", 2}};
+  }
   std::vector<int> early, withdrawn;
   void early_socket(int fd, std::string_view) override { early.push_back(fd); }
   void early_socket_withdrawn(int fd) override { withdrawn.push_back(fd); }
@@ -465,7 +483,7 @@ std::vector<UniqueFd> fds(size_t n) {
 // Drives a successor through to PREPARED with two sockets.
 void successor_to_prepared(SuccessorMachine& s, FakeSuccessor& env, std::vector<int>* raw) {
   s.start();
-  s.on_message(Welcome{1, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
   s.on_message(Frozen{120, 2, 777}, {});
   auto two = fds(2);
@@ -538,7 +556,7 @@ TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
   {
     SuccessorMachine s(env, 1);
     s.start();
-    s.on_message(Welcome{1, 5, {}}, {});
+    s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
     s.on_message(CheckpointReady{100, 4096}, fds(1));
     s.on_message(Frozen{120, 2, 777}, {});
     auto one = fds(1);
@@ -558,7 +576,7 @@ TEST(SuccessorMachine, RestoreFailureIsReportedToTheIncumbent) {
   env.restore_fails = true;
   SuccessorMachine s(env, 1);
   s.start();
-  s.on_message(Welcome{1, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
@@ -613,7 +631,7 @@ TEST(SuccessorMachine, MessagesWithTheWrongFdsOrOutOfOrderFail) {
     FakeSuccessor env;
     SuccessorMachine s(env, 1);
     s.start();
-    s.on_message(Welcome{1, 5, {}}, {});
+    s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
     s.on_message(CheckpointReady{100, 4096}, {});  // the segment fd is missing
     EXPECT_EQ(*env.failed, "CHECKPOINT_READY came with 0 fds, expected 1");
   }

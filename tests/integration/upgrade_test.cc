@@ -386,7 +386,7 @@ TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "status " << status;
   EXPECT_NE(s.log().find("refused a control connection"), std::string::npos);
   std::string st = run(0, "status", &status);
-  EXPECT_NE(st.find("\"generation\":1,\"phase\":\"idle\""), std::string::npos) << st;
+  EXPECT_NE(st.find("\"generation\":1,\"phase\":\"serving\""), std::string::npos) << st;
   std::string up = run(0, "upgrade", &status);
   EXPECT_EQ(up, "ok: upgrade to generation 2 started\n");
   ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();

@@ -6,11 +6,15 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -121,6 +125,32 @@ class ServerProcess {
   pid_t first_pid_ = 0;
   int port_ = 0;
 };
+
+/// Sends one command line to a Baton control socket (RuntimeOptions::control_socket) and
+/// returns the reply line, or "" when nothing answered within 5 s.
+inline std::string control_command(const std::string& path, const std::string& command) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return "";
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (path[0] == '@') addr.sun_path[0] = '\0';
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string reply;
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  const std::string line = command + "\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 &&
+      ::send(fd, line.data(), line.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(line.size())) {
+    char buf[1024];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+      reply.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  return reply;
+}
 
 /// Starts `argv` (argv[0] a path) with stdout and stderr appended to `out_path`. Returns
 /// its pid, or 0 when it could not start.

@@ -138,6 +138,10 @@ class DeltaReplayer {
  public:
   explicit DeltaReplayer(const RestoreResult& restored)
       : by_peer_id_(restored.by_peer_id), next_lsn_(restored.start_lsn + 1) {}
+  /// Deltas whose section ids index `by_peer_id`, from `start_lsn` + 1 on (a standby's
+  /// reverse stream, which follows no checkpoint).
+  DeltaReplayer(std::vector<Section*> by_peer_id, uint64_t start_lsn)
+      : by_peer_id_(std::move(by_peer_id)), next_lsn_(start_lsn + 1) {}
 
   /// Validates and applies one frame. A gap, duplicate, bad checksum or divergent
   /// record is an error naming the LSN.

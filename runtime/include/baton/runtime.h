@@ -64,8 +64,22 @@ class UpgradeHooks {
   virtual void unfreeze() = 0;
   /// The delta stream lags: slow down (optional).
   virtual void throttle(bool on) { (void)on; }
-  /// The successor owns the sockets now. Never touch them again; close and exit.
+  /// The successor owns the sockets now (or probation ended). Never touch them again;
+  /// close and exit.
   virtual void committed() = 0;
+
+  // --- probation (RuntimeOptions::probation_ms > 0; docs/protocol.md, "Probation")
+  /// Old process, after COMMIT: the successor serves and this process stands by. Close
+  /// every listener and connection without shutdown() (the runtime keeps duplicates) and
+  /// drop their per-connection state (the successor has it); keep the sections and keep
+  /// calling service(). Then comes committed() (probation over: exit) or resume().
+  virtual void standby() {}
+  /// Old process: a rollback; serve these sockets from now on, as a successor serves
+  /// take_over()'s. Sections hold every acknowledged write of the successor.
+  virtual void resume(std::vector<InheritedSocket> sockets) { (void)sockets; }
+  /// New process on probation, asked every 100 ms: empty when healthy, else why not (the
+  /// runtime rolls back to the standby).
+  virtual std::string health() { return {}; }
 };
 
 /// Lag policy while deltas stream to the successor.
@@ -96,10 +110,18 @@ struct RuntimeOptions {
   std::string event_log;
   /// Rewritten atomically with the pid of whichever process serves. Empty: none.
   std::string pidfile;
-  /// A Unix stream socket for `batonctl` (commands "upgrade", "status"). A leading '@'
-  /// means the abstract namespace. Peers of another uid are refused (SO_PEERCRED). The
-  /// socket is handed to the successor like the server's own. Empty: none.
+  /// A Unix stream socket for `batonctl` (commands "upgrade", "status", "rollback",
+  /// "promote"). A leading '@' means the abstract namespace. Peers of another uid are
+  /// refused (SO_PEERCRED). The socket is handed to the successor like the server's own.
+  /// Empty: none.
   std::string control_socket;
+  /// Probation window, in milliseconds: after COMMIT this process stands by this long as a
+  /// hot standby of its successor, fed by a reverse delta stream, and takes over if the
+  /// successor dies, reports itself unhealthy or is rolled back. 0: exit at commit. A
+  /// server that sets it implements UpgradeHooks::standby() and resume(), holds replies
+  /// until writes_durable(), reports accepted() sockets and ends connections with
+  /// shutdown() before close() (docs/protocol.md, "Probation").
+  uint32_t probation_ms = 0;
 
   LagPolicy lag;
   Timeouts timeouts;
@@ -130,7 +152,8 @@ class Runtime {
   /// are back in the server's loop. The pidfile, systemd's MAINPID=/READY=1 and the
   /// upgrade's timeline follow: at once in a process started by hand, at the first
   /// service() call in a successor, so that its clients are served first.
-  void serving(UpgradeHooks& hooks);
+  /// `early` sees the sockets of a rollback ahead of its freeze, as in take_over().
+  void serving(UpgradeHooks& hooks, EarlySockets* early = nullptr);
 
   /// Watch this fd for readability in the server's loop and call service() when it is
   /// readable, and at least every service_interval_ms() while it is >= 0.
@@ -146,6 +169,30 @@ class Runtime {
   /// log (without the newline): an attempt it aborted, or the upgrade that made it serve.
   /// Empty before the first. For a server's status output (kvd's INFO).
   const std::string& last_upgrade() const;
+  /// "serving", an upgrade's phase ("catch-up", ...), "probation", "rolling-back" or
+  /// "standby", for a server's status output.
+  std::string phase() const;
+  /// Milliseconds left of a probation window this process takes part in; 0 otherwise.
+  int64_t probation_remaining_ms() const;
+
+  // --- probation, the successor's side (all are no-ops costing a branch otherwise)
+  /// True while this process serves on probation: replies to writes wait for
+  /// writes_durable().
+  bool on_probation() const;
+  /// True once every write made so far is in the reverse stream to the standby. During
+  /// probation a reply to a write may leave only after this returned true: call it once
+  /// per loop turn, before writing replies, and hold them while it is false. Always true
+  /// outside probation.
+  bool writes_durable();
+  /// The server accepted `fd` (still the server's): during probation the standby gets a
+  /// duplicate, so a rollback covers it. Call it before serving the connection.
+  void accepted(int fd);
+  /// The server judges itself unhealthy: during probation, roll back to the standby.
+  void report_unhealthy(std::string reason);
+  /// Ends probation early, keeping this process (batonctl promote). kState outside one.
+  Result<void> promote();
+  /// Hands service back to the standby (batonctl rollback). kState outside probation.
+  Result<void> rollback(std::string reason);
 
   class Impl;
 

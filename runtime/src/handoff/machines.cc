@@ -49,8 +49,8 @@ std::string seconds(int64_t us) {
 
 std::string_view message_name(const Message& m) {
   static constexpr std::string_view kNames[] = {
-      "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN",   "FD_BATCH", "PREPARED",
-      "COMMIT", "ABORT",   "SERVING",          "PROGRESS", "EARLY_FDS"};
+      "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN",    "FD_BATCH", "PREPARED",
+      "COMMIT", "ABORT",   "SERVING",          "PROGRESS", "EARLY_FDS", "ROLLBACK", "PROMOTE"};
 
   static_assert(std::size(kNames) == std::variant_size_v<Message>, "name every message");
   return kNames[m.index()];
@@ -61,9 +61,10 @@ std::string TimelineRecord::to_json() const {
   std::snprintf(nums, sizeof nums,
                 "\"spawn_us\":%" PRId64 ",\"checkpoint_us\":%" PRId64 ",\"catchup_us\":%" PRId64
                 ",\"blackout_us\":%" PRId64 ",\"total_us\":%" PRId64
-                ",\"checkpoint_bytes\":%" PRIu64 ",\"deltas\":%" PRIu64 ",\"fds\":%" PRIu64,
+                ",\"checkpoint_bytes\":%" PRIu64 ",\"deltas\":%" PRIu64 ",\"fds\":%" PRIu64
+                ",\"probation_ms\":%" PRIu32,
                 spawn_us, checkpoint_us, catchup_us, blackout_us, total_us, checkpoint_bytes,
-                deltas, fds);
+                deltas, fds, probation_ms);
   return "{\"generation\":" + std::to_string(generation) + ",\"outcome\":\"" +
          json_escape(outcome) + "\",\"reason\":\"" + json_escape(reason) + "\"," + nums + "}";
 }
@@ -128,6 +129,8 @@ Result<void> IncumbentMachine::request_upgrade() {
   early_.clear();
   early_acked_ = 0;
   last_abort_.clear();
+  rolling_back_ = false;
+  protocol_version_ = kProtocolVersion;
   phase_ = IncumbentPhase::kAwaitHello;  // before spawning: abort() must see an upgrade
   if (auto r = env_.spawn_successor(); !r.ok()) {
     abort("spawning the successor failed: " + r.error().to_string(), false);
@@ -141,10 +144,16 @@ Result<void> IncumbentMachine::request_upgrade() {
 }
 
 void IncumbentMachine::on_hello(const Hello& h) {
-  if (h.protocol_version != kProtocolVersion) {
-    return abort("successor speaks protocol version " + std::to_string(h.protocol_version) +
-                 ", this incumbent speaks " + std::to_string(kProtocolVersion));
+  // The newest version both speak. A version-4 build sends only protocol_version.
+  const uint32_t theirs_min = h.protocol_version;
+  const uint32_t theirs_max = std::max(h.max_protocol_version, h.protocol_version);
+  const uint32_t chosen = std::min(theirs_max, kProtocolVersion);
+  if (chosen < theirs_min || chosen < kMinProtocolVersion) {
+    return abort("successor speaks protocol versions " + std::to_string(theirs_min) + ".." +
+                 std::to_string(theirs_max) + ", this incumbent speaks " +
+                 std::to_string(kMinProtocolVersion) + ".." + std::to_string(kProtocolVersion));
   }
+  protocol_version_ = chosen;
   for (const SectionVersion& mine : env_.sections()) {
     auto it = std::find_if(h.sections.begin(), h.sections.end(),
                            [&](const SectionRange& r) { return r.name == mine.name; });
@@ -158,7 +167,7 @@ void IncumbentMachine::on_hello(const Hello& h) {
                    ", this incumbent writes version " + std::to_string(mine.version));
     }
   }
-  if (auto r = env_.send(Welcome{kProtocolVersion, generation_ + 1, {}}, {}); !r.ok()) {
+  if (auto r = env_.send(Welcome{protocol_version_, generation_ + 1, {}}, {}); !r.ok()) {
     return abort("sending WELCOME: " + r.error().to_string(), false);
   }
   if (auto r = env_.checkpoint_begin(); !r.ok()) {
@@ -195,7 +204,11 @@ void IncumbentMachine::on_message(const Message& m) {
                    std::to_string(p->fds_received) + " fds; expected LSN " +
                    std::to_string(final_lsn_) + " with " + std::to_string(fd_count_));
     }
-    Commit c{generation_ + 1, t_};
+    // Probation needs a successor that streams its writes back (version 5), and never
+    // follows a rollback: the process rolled back to has no older one behind it.
+    const bool probation = protocol_version_ >= kProbationProtocolVersion && !rolling_back_;
+    Commit c{generation_ + 1, t_, probation ? probation_ms_ : 0};
+    committed_probation_ms_ = c.probation_ms;
     if (auto r = env_.send(c, {}); !r.ok()) {
       return abort("sending COMMIT: " + r.error().to_string(), false);
     }
@@ -205,15 +218,49 @@ void IncumbentMachine::on_message(const Message& m) {
     deadline_us_ = env_.now_us() + timeouts_.prepared_us;
     return;
   }
-  if (std::holds_alternative<Serving>(m) && phase_ == IncumbentPhase::kAwaitServing) {
+  if (const auto* s = std::get_if<Serving>(&m); s && phase_ == IncumbentPhase::kAwaitServing) {
     phase_ = IncumbentPhase::kCommitted;
     ++generation_;
-    env_.log("upgrade to generation " + std::to_string(generation_) + " committed");
-    env_.committed();
+    env_.log(std::string(rolling_back_ ? "rollback" : "upgrade") + " to generation " +
+             std::to_string(generation_) + " committed" +
+             (committed_probation_ms_
+                  ? "; standing by for " + seconds(committed_probation_ms_ * int64_t{1000})
+                  : std::string()));
+    env_.committed(*s, committed_probation_ms_);
     return;
   }
   abort("unexpected " + std::string(message_name(m)) + " in phase " +
         std::string(to_string(phase_)));
+}
+
+Result<void> IncumbentMachine::begin_rollback(std::string reason) {
+  if (phase_ != IncumbentPhase::kIdle) {
+    return Error(ErrorKind::kState, "rollback refused: a handoff is already in phase " +
+                                        std::string(to_string(phase_)));
+  }
+  t_ = Timings{};
+  t_.start_us = env_.now_us();
+  frozen_ = throttled_ = false;
+  final_lsn_ = 0;
+  acked_lsn_ = 0;  // until the standby's first PROGRESS says how far it has applied
+  fd_count_ = 0;
+  early_sent_ = false;
+  early_.clear();
+  early_acked_ = 0;
+  last_abort_.clear();
+  rolling_back_ = true;
+  protocol_version_ = kProtocolVersion;
+  env_.log("rollback to generation " + std::to_string(generation_ + 1) + ": " + reason);
+  // The standby is caught up already: straight to catch-up, as if it had just restored.
+  phase_ = IncumbentPhase::kCatchUp;
+  phase_start_us_ = env_.now_us();
+  restored_at_us_ = phase_start_us_;
+  deadline_us_ = phase_start_us_ + timeouts_.restored_us;
+  if (auto r = env_.send(Rollback{reason}, {}); !r.ok()) {
+    abort("sending ROLLBACK: " + r.error().to_string(), false);
+    return Error(ErrorKind::kAborted, last_abort_);
+  }
+  return ok();
 }
 
 void IncumbentMachine::on_successor_gone(std::string_view why) {
@@ -383,6 +430,7 @@ void IncumbentMachine::abort(std::string reason, bool tell_successor) {
   if (throttled_) env_.throttle(false);
   if (frozen_) env_.unfreeze();
   frozen_ = throttled_ = false;
+  if (rolling_back_) reason = "rollback failed: " + reason;
   TimelineRecord rec;
   rec.generation = generation_ + 1;
   rec.outcome = "aborted";
@@ -394,7 +442,8 @@ void IncumbentMachine::abort(std::string reason, bool tell_successor) {
   rec.checkpoint_bytes = t_.checkpoint_bytes;
   rec.deltas = t_.deltas;
   rec.fds = t_.fds;
-  env_.log("upgrade to generation " + std::to_string(generation_ + 1) + " aborted: " + reason);
+  env_.log(std::string(rolling_back_ ? "rollback" : "upgrade") + " to generation " +
+           std::to_string(generation_ + 1) + " aborted: " + reason);
   env_.timeline(rec);
   last_abort_ = std::move(reason);
   phase_ = IncumbentPhase::kIdle;
@@ -429,6 +478,12 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
                 " fds, expected " + std::to_string(expected_fds));
   }
   if (const auto* w = std::get_if<Welcome>(&m); w && phase_ == SuccessorPhase::kHello) {
+    if (w->protocol_version < kMinProtocolVersion || w->protocol_version > kProtocolVersion) {
+      return fail("incumbent chose protocol version " + std::to_string(w->protocol_version) +
+                  ", this successor speaks " + std::to_string(kMinProtocolVersion) + ".." +
+                  std::to_string(kProtocolVersion));
+    }
+    protocol_version_ = w->protocol_version;
     generation_ = w->generation;
     phase_ = SuccessorPhase::kAwaitCheckpoint;
     return;
@@ -490,8 +545,13 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   }
   if (const auto* c = std::get_if<Commit>(&m); c && phase_ == SuccessorPhase::kPrepared) {
     commit_ = *c;
+    if (protocol_version_ < kProbationProtocolVersion) commit_.probation_ms = 0;
+    Serving serving{pid_, 0, {}};
+    // Probation: every write from here on streams back to the standby, so capture starts
+    // before the first request is served.
+    if (commit_.probation_ms != 0) env_.begin_reverse_stream(&serving);
     // Confirm before the first read from a socket: until then the incumbent may resume.
-    if (auto r = env_.send(Serving{pid_}); !r.ok()) {
+    if (auto r = env_.send(serving); !r.ok()) {
       return fail("sending SERVING: " + r.error().to_string(), false);
     }
     phase_ = SuccessorPhase::kServing;
@@ -501,6 +561,28 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   }
   fail("unexpected " + std::string(message_name(m)) + " in phase " +
        std::string(to_string(phase_)));
+}
+
+void SuccessorMachine::begin_catch_up(uint64_t generation) {
+  phase_ = SuccessorPhase::kCatchUp;
+  generation_ = generation;
+  protocol_version_ = kProtocolVersion;
+  deadline_us_ = env_.now_us() + timeouts_.restored_us;
+}
+
+void SuccessorMachine::abandon() {
+  if (phase_ == SuccessorPhase::kServing || phase_ == SuccessorPhase::kFailed) return;
+  phase_ = SuccessorPhase::kFailed;
+  for (HandoffSocket& s : sockets_) {
+    if (s.early) env_.early_socket_withdrawn(s.fd);
+    UniqueFd close_it(s.fd);
+  }
+  sockets_.clear();
+  for (auto& [id, s] : early_) {
+    env_.early_socket_withdrawn(s.fd);
+    UniqueFd close_it(s.fd);
+  }
+  early_.clear();
 }
 
 void SuccessorMachine::on_incumbent_gone() {

@@ -29,22 +29,17 @@ struct HandoffSocket {
   bool early = false;  // successor: it came in EARLY_FDS, ahead of the freeze
 };
 
-/// A section as the incumbent writes it.
-struct SectionVersion {
-  std::string name;
-  uint32_t version = 0;
-};
-
 using baton::LagPolicy;
 using baton::Timeouts;
 
 /// One upgrade's line in the event log (docs/protocol.md, "Timeline").
 struct TimelineRecord {
   uint64_t generation = 0;
-  std::string outcome;  // "committed" or "aborted"
+  std::string outcome;  // "committed", "aborted", "rolled back" or "promoted"
   std::string reason;
   int64_t spawn_us = 0, checkpoint_us = 0, catchup_us = 0, blackout_us = 0, total_us = 0;
   uint64_t checkpoint_bytes = 0, deltas = 0, fds = 0;
+  uint32_t probation_ms = 0;  // the window the process that wrote this serves on probation
   /// One JSON object on one line, no trailing newline.
   std::string to_json() const;
 };
@@ -92,17 +87,24 @@ class IncumbentEnv {
   virtual std::vector<HandoffSocket> freeze() = 0;
   virtual void unfreeze() = 0;
   virtual void throttle(bool on) = 0;
-  /// COMMIT is sent: never touch the handed fds again; stop.
-  virtual void committed() = 0;
+  /// SERVING arrived after COMMIT: never touch the handed fds again. With
+  /// `probation_ms` 0 stop; else stand by for that long (the SERVING message describes the
+  /// reverse delta stream).
+  virtual void committed(const Serving& serving, uint32_t probation_ms) = 0;
   virtual void log(std::string_view line) = 0;
   virtual void timeline(const TimelineRecord& record) = 0;
 };
 
 class IncumbentMachine {
  public:
+  /// `probation_ms`: the window COMMIT offers a successor that speaks protocol 5.
   IncumbentMachine(IncumbentEnv& env, uint64_t generation, LagPolicy lag = {},
-                   Timeouts timeouts = {})
-      : env_(env), generation_(generation), lag_(lag), timeouts_(timeouts) {}
+                   Timeouts timeouts = {}, uint32_t probation_ms = 0)
+      : env_(env),
+        generation_(generation),
+        lag_(lag),
+        timeouts_(timeouts),
+        probation_ms_(probation_ms) {}
 
   IncumbentPhase phase() const { return phase_; }
   uint64_t generation() const { return generation_; }
@@ -111,6 +113,13 @@ class IncumbentMachine {
 
   /// SIGUSR2 or batonctl. While an upgrade runs, refuses (kState) and logs it.
   Result<void> request_upgrade();
+  /// A successor on probation hands everything back to its standby: the same handoff
+  /// without spawn or checkpoint (the standby is caught up), opened by ROLLBACK. Its
+  /// "successor" is the standby; kill_successor() must end the link to it, not kill it.
+  Result<void> begin_rollback(std::string reason);
+  bool rolling_back() const { return rolling_back_; }
+  /// The protocol version chosen at HELLO for the current or last upgrade.
+  uint32_t protocol_version() const { return protocol_version_; }
   /// A message from the successor.
   void on_message(const Message& m);
   /// The successor exited or closed the control channel.
@@ -142,6 +151,10 @@ class IncumbentMachine {
   std::unordered_map<uint64_t, int> early_;  // id -> fd of the sockets sent early
   uint32_t early_acked_ = 0;                 // ... that the successor has confirmed
   std::string last_abort_;
+  uint32_t probation_ms_ = 0;
+  uint32_t committed_probation_ms_ = 0;
+  uint32_t protocol_version_ = kProtocolVersion;
+  bool rolling_back_ = false;
 };
 
 // ---------------------------------------------------------------- successor
@@ -170,6 +183,9 @@ class SuccessorEnv {
                      bool incumbent_gone) = 0;
   /// The upgrade failed on this side: exit without serving.
   virtual void fail(std::string_view reason) = 0;
+  /// COMMIT offers probation: start capturing every write for the reverse stream and
+  /// describe it in `serving` (its start LSN and this process's sections).
+  virtual void begin_reverse_stream(Serving* serving) = 0;
 };
 
 class SuccessorMachine {
@@ -181,6 +197,12 @@ class SuccessorMachine {
   SuccessorPhase phase() const { return phase_; }
   /// Sends HELLO.
   void start();
+  /// A standby's planned rollback: the state is current already, so the machine starts in
+  /// catch-up (replaying the reverse stream) and waits for EARLY_FDS and FROZEN.
+  void begin_catch_up(uint64_t generation);
+  /// Gives up without telling anyone: early sockets are withdrawn, held fds closed.
+  void abandon();
+  uint32_t protocol_version() const { return protocol_version_; }
   /// A message from the incumbent, with the fds that came with it (owned).
   void on_message(const Message& m, std::vector<UniqueFd> fds);
   /// The control channel closed: the incumbent is gone.
@@ -206,6 +228,7 @@ class SuccessorMachine {
   std::vector<HandoffSocket> sockets_;                 // fds owned: closed unless handed to serve()
   std::unordered_map<uint64_t, HandoffSocket> early_;  // by id; fds owned likewise
   uint32_t early_received_ = 0;
+  uint32_t protocol_version_ = kProtocolVersion;
 
   Commit commit_;
 };

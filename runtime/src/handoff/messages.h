@@ -12,8 +12,14 @@
 
 namespace baton::handoff {
 
-/// Bumped whenever serialization/control.capnp or the phase order changes.
-inline constexpr uint32_t kProtocolVersion = 4;
+/// The newest protocol this build speaks; bumped whenever serialization/control.capnp or
+/// the phase order changes (docs/protocol.md, "Versions").
+inline constexpr uint32_t kProtocolVersion = 5;
+/// The oldest protocol this build still speaks, so that an upgrade from, and a rollback
+/// to, a build of the previous version works. Version 5 added probation.
+inline constexpr uint32_t kMinProtocolVersion = 4;
+/// The first version with probation (COMMIT's window, SERVING's reverse stream).
+inline constexpr uint32_t kProbationProtocolVersion = 5;
 /// The largest control message accepted; fd batches are split below it, so one socket's
 /// state (FrozenSocket::state) can be up to about half of it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
@@ -26,15 +32,18 @@ struct SectionRange {
 };
 
 struct Hello {
-  uint32_t protocol_version = kProtocolVersion;
+  /// The oldest version the successor speaks: a version-4 incumbent requires exactly 4 here.
+  uint32_t protocol_version = kMinProtocolVersion;
   int32_t pid = 0;
   std::vector<std::string> capabilities;
   std::vector<SectionRange> sections;
+  /// The newest version the successor speaks; 0 from a version-4 build (= protocol_version).
+  uint32_t max_protocol_version = kProtocolVersion;
   bool operator==(const Hello&) const = default;
 };
 
 struct Welcome {
-  uint32_t protocol_version = kProtocolVersion;
+  uint32_t protocol_version = kProtocolVersion;  // the version chosen for this upgrade
   uint64_t generation = 0;
   std::vector<std::string> capabilities;
   bool operator==(const Welcome&) const = default;
@@ -105,6 +114,9 @@ struct Timings {
 struct Commit {
   uint64_t generation = 0;
   Timings timings;
+  /// Probation (protocol 5): the window during which this process stands by; 0 = none,
+  /// the sender exits once the receiver serves.
+  uint32_t probation_ms = 0;
   bool operator==(const Commit&) const = default;
 };
 
@@ -113,9 +125,33 @@ struct Abort {
   bool operator==(const Abort&) const = default;
 };
 
+/// A section as a process writes its deltas: `id` is its index in that process's registry.
+struct SectionVersion {
+  std::string name;
+  uint32_t version = 0;
+  bool operator==(const SectionVersion&) const = default;
+};
+
 struct Serving {
   int32_t pid = 0;
+  /// Probation: the reverse delta stream starts after this LSN of the sender's log, and
+  /// its records name `sections` by index.
+  uint64_t reverse_start_lsn = 0;
+  std::vector<SectionVersion> sections;
   bool operator==(const Serving&) const = default;
+};
+
+/// Successor -> standby during probation: a planned rollback starts; the handoff then
+/// runs backwards (EARLY_FDS, FROZEN, FD_BATCH, PREPARED, COMMIT, SERVING), no checkpoint.
+struct Rollback {
+  std::string reason;
+  bool operator==(const Rollback&) const = default;
+};
+
+/// Successor -> standby: probation is over (window ended or promoted); the standby exits.
+struct Promote {
+  std::string reason;
+  bool operator==(const Promote&) const = default;
 };
 
 struct Progress {
@@ -126,7 +162,7 @@ struct Progress {
 };
 
 using Message = std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared,
-                             Commit, Abort, Serving, Progress, EarlyFds>;
+                             Commit, Abort, Serving, Progress, EarlyFds, Rollback, Promote>;
 
 /// "HELLO", "WELCOME", ... for logs and errors.
 std::string_view message_name(const Message& m);

@@ -1,0 +1,222 @@
+// Host: the process-wide plumbing every role shares.
+#include "handoff/host.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "baton/syscall.h"
+
+namespace baton {
+namespace {
+
+Result<void> set_nonblocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return Error(ErrorKind::kSystem, "fcntl(F_GETFL)", errno);
+  BATON_TRY(BATON_SYSCALL(::fcntl(fd, F_SETFL, flags | O_NONBLOCK)));
+  return ok();
+}
+
+// Appends one line to `path`; errors are reported, never fatal.
+void append_line(const std::string& path, const std::string& line) {
+  if (path.empty()) return;
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+  const std::string out = line + "\n";
+  if (!fd || ::write(fd.get(), out.data(), out.size()) != static_cast<ssize_t>(out.size())) {
+    std::fprintf(stderr, "baton[%d]: cannot append to event log %s: %s\n", ::getpid(), path.c_str(),
+                 std::strerror(errno));
+  }
+}
+
+// Rewrites the pidfile atomically: write a temporary file, then rename it over.
+void write_pidfile(const std::string& path) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (!fd || ::write(fd.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()) ||
+      ::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::fprintf(stderr, "baton[%d]: cannot write pidfile %s: %s\n", ::getpid(), path.c_str(),
+                 std::strerror(errno));
+    ::unlink(tmp.c_str());
+  }
+}
+
+// systemd's sd_notify protocol, without libsystemd: one datagram to $NOTIFY_SOCKET.
+void notify_systemd(const std::string& text) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || *path == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::strlen(path);
+  if (len >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return;
+  (void)::sendto(fd.get(), text.data(), text.size(), MSG_NOSIGNAL,
+                 reinterpret_cast<sockaddr*>(&addr),
+                 static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+}
+
+}  // namespace
+
+int64_t monotonic_us() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "was killed by signal " + std::to_string(WTERMSIG(status));
+  return "stopped";
+}
+
+Result<void> Host::init(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+  if (n <= 0) return Error(ErrorKind::kSystem, "readlink /proc/self/exe", errno);
+  exe = std::string(path, static_cast<size_t>(n));
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  BATON_TRY(BATON_SYSCALL(::sigprocmask(SIG_BLOCK, &set, nullptr), "blocking SIGUSR2"));
+  BATON_ASSIGN_OR_RETURN(int sfd, BATON_SYSCALL(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)));
+  signal_fd.reset(sfd);
+  BATON_ASSIGN_OR_RETURN(int efd, BATON_SYSCALL(::epoll_create1(EPOLL_CLOEXEC)));
+  epoll.reset(efd);
+  return watch(signal_fd.get());
+}
+
+void Host::say(std::string_view line) const {
+  std::fprintf(stderr, "baton[%d]: %.*s\n", ::getpid(), static_cast<int>(line.size()), line.data());
+}
+
+Result<void> Host::watch(int fd, uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  BATON_TRY(BATON_SYSCALL(::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev)));
+  return ok();
+}
+
+void Host::unwatch(int fd) { (void)::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, fd, nullptr); }
+
+void Host::write_timeline(const handoff::TimelineRecord& record) {
+  last_timeline = record.to_json();
+  append_line(options.event_log, last_timeline);
+}
+
+void Host::announce_serving() const {
+  write_pidfile(options.pidfile);
+  notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nREADY=1\n");
+}
+
+Result<void> Host::listen_control() {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string& path = options.control_socket;
+  if (path.size() >= sizeof addr.sun_path) {
+    return Error(ErrorKind::kInvalidArgument, "control socket path '" + path + "' is longer than " +
+                                                  std::to_string(sizeof addr.sun_path - 1) +
+                                                  " bytes");
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (path[0] == '@') {
+    addr.sun_path[0] = '\0';
+  } else {
+    ::unlink(path.c_str());  // a stale socket from a crashed process
+  }
+  BATON_ASSIGN_OR_RETURN(int fd, BATON_SYSCALL(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  UniqueFd l(fd);
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  BATON_TRY(BATON_SYSCALL(::bind(l.get(), reinterpret_cast<sockaddr*>(&addr), len),
+                          "control socket ", path));
+  BATON_TRY(BATON_SYSCALL(::listen(l.get(), 16), "control socket ", path));
+  return adopt_control(std::move(l));
+}
+
+Result<void> Host::adopt_control(UniqueFd listener) {
+  BATON_TRY(set_nonblocking(listener.get()));
+  control_listener = std::move(listener);
+  return watch(control_listener.get());
+}
+
+void Host::release_control() {
+  if (!control_listener) return;
+  unwatch(control_listener.get());
+  control_listener.reset();
+}
+
+uint64_t Host::socket_id(const FrozenSocket& s) {
+  // A server's own ids get the top bit, so that they never equal an inode.
+  if (s.id != 0) return s.id | (uint64_t{1} << 63);
+  struct stat st;
+  return ::fstat(s.fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+std::vector<handoff::HandoffSocket> Host::early_sockets() {
+  std::vector<handoff::HandoffSocket> out;
+  if (hooks == nullptr) return out;
+  for (FrozenSocket& s : hooks->early()) out.push_back({s.fd, s.tag, "", socket_id(s)});
+  return out;
+}
+
+std::vector<handoff::HandoffSocket> Host::freeze_sockets() {
+  std::vector<handoff::HandoffSocket> out;
+  if (control_listener) out.push_back({control_listener.get(), kControlTag, ""});
+  if (hooks == nullptr) return out;
+  std::vector<FrozenSocket> sockets = hooks->freeze();
+  out.reserve(out.size() + sockets.size());
+  for (FrozenSocket& s : sockets) {
+    const uint64_t id = socket_id(s);
+    out.push_back({s.fd, std::move(s.tag), std::move(s.state), id});
+  }
+  return out;
+}
+
+void Host::idle_priority(bool idle) {
+  if (idle && saved_policy_ < 0) {
+    saved_policy_ = ::sched_getscheduler(0);
+    (void)::sched_getparam(0, &saved_param_);
+    sched_param p{};
+    (void)::sched_setscheduler(0, SCHED_IDLE, &p);
+  } else if (!idle && saved_policy_ >= 0) {
+    (void)::sched_setscheduler(0, saved_policy_, &saved_param_);
+    saved_policy_ = -1;
+  }
+}
+
+void Host::reap_later(pid_t pid, UniqueFd pidfd) {
+  if (pid <= 0 || !pidfd) return;
+  if (watch(pidfd.get()).ok()) reaping_.emplace_back(pid, std::move(pidfd));
+}
+
+bool Host::reap(int fd) {
+  for (size_t i = 0; i < reaping_.size(); ++i) {
+    if (reaping_[i].second.get() != fd) continue;
+    int status = 0;
+    if (::waitpid(reaping_[i].first, &status, WNOHANG) == 0) return true;  // not yet
+    say("previous successor pid " + std::to_string(reaping_[i].first) + " " +
+        describe_exit(status));
+    unwatch(fd);
+    reaping_.erase(reaping_.begin() + static_cast<std::ptrdiff_t>(i));
+    return true;
+  }
+  return false;
+}
+
+}  // namespace baton

@@ -1,0 +1,317 @@
+// Incumbent: spawning, checkpoint, forward delta stream and the freeze, around
+// IncumbentMachine. Every protocol decision is in machines.cc.
+#include "handoff/incumbent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "baton/syscall.h"
+
+extern char** environ;
+
+namespace baton {
+
+using handoff::Message;
+
+namespace {
+
+constexpr int kChildControlFd = 3;
+constexpr int kChildStreamFd = 4;
+constexpr int kSocketBuffer = 4 << 20;
+
+void set_buffers(int fd) {
+  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof kSocketBuffer);
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kSocketBuffer, sizeof kSocketBuffer);
+}
+
+}  // namespace
+
+Incumbent::Incumbent(Host& host)
+    : host_(host),
+      machine_(*this, host.generation, host.options.lag, host.options.timeouts,
+               host.options.probation_ms) {}
+
+Incumbent::~Incumbent() {
+  if (successor_pid_ > 0) kill_successor();
+}
+
+bool Incumbent::on_fd(int fd) {
+  if (control_.open() && fd == control_.fd()) {
+    read_control();
+    return true;
+  }
+  if (pidfd_ && fd == pidfd_.get()) {
+    read_control();  // a last message (an ABORT with its reason) comes first
+    int status = 0;
+    if (successor_pid_ > 0 && ::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
+      successor_pid_ = 0;
+      machine_.on_successor_gone(describe_exit(status));
+    }
+    return true;
+  }
+  return false;
+}
+
+void Incumbent::read_control() {
+  for (int i = 0; i < 64 && control_.open(); ++i) {
+    handoff::Received in;
+    auto status = control_.try_receive(&in);
+    if (status.ok() && *status == handoff::ControlChannel::Status::kNone) return;
+    if (status.ok() && *status == handoff::ControlChannel::Status::kMessage) {
+      machine_.on_message(in.message);
+      continue;
+    }
+    const bool decode_error = !status.ok() && (status.error().kind() == ErrorKind::kCorrupt ||
+                                               status.error().kind() == ErrorKind::kVersion);
+    if (decode_error) {
+      return machine_.on_successor_gone("sent a bad control message: " +
+                                        status.error().to_string());
+    }
+    Error io = status.ok() ? Error(ErrorKind::kAborted, "the control channel closed")
+                           : std::move(status).error();
+    std::optional<std::string> abort_reason;
+    Error why = successor_failure(std::move(io), "the control channel was open", &abort_reason);
+    if (abort_reason) return machine_.on_message(handoff::Abort{*abort_reason});
+    return machine_.on_successor_gone(why.message());
+  }
+}
+
+Result<void> Incumbent::spawn_successor() {
+  int ctl[2], str[2];
+  BATON_TRY(BATON_SYSCALL(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl)));
+  UniqueFd ctl_mine(ctl[0]), ctl_child(ctl[1]);
+  BATON_TRY(BATON_SYSCALL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, str)));
+  UniqueFd str_mine(str[0]), str_child(str[1]);
+  for (int fd : {ctl[0], ctl[1], str[0], str[1]}) set_buffers(fd);
+  // Above 4 so that neither dup2 below can land on the other's source.
+  UniqueFd c(::fcntl(ctl_child.get(), F_DUPFD_CLOEXEC, 10));
+  UniqueFd s(::fcntl(str_child.get(), F_DUPFD_CLOEXEC, 10));
+  if (!c || !s) return Error(ErrorKind::kSystem, "duplicating successor fds", errno);
+
+  const RuntimeOptions& o = host_.options;
+  std::string path = o.successor_path.empty() ? host_.exe : o.successor_path;
+  std::vector<std::string> argv_s = {path};
+  argv_s.insert(argv_s.end(), host_.args.begin(), host_.args.end());
+  argv_s.insert(argv_s.end(), o.successor_extra_args.begin(), o.successor_extra_args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view v(*e);
+    if (v.starts_with("BATON_CONTROL_FD=") || v.starts_with("BATON_STREAM_FD=") ||
+        v.starts_with("BATON_GENERATION=")) {
+      continue;
+    }
+    env_s.emplace_back(v);
+  }
+  env_s.push_back("BATON_CONTROL_FD=" + std::to_string(kChildControlFd));
+  env_s.push_back("BATON_STREAM_FD=" + std::to_string(kChildStreamFd));
+  env_s.push_back("BATON_GENERATION=" + std::to_string(host_.generation + 1));
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, c.get(), kChildControlFd);  // dup2 clears CLOEXEC
+  posix_spawn_file_actions_adddup2(&fa, s.get(), kChildStreamFd);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);  // the successor blocks SIGUSR2 itself
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  pid_t pid;
+  const int rc = ::posix_spawn(&pid, path.c_str(), &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return Error(ErrorKind::kSystem, "posix_spawn " + path, rc);
+  successor_pid_ = pid;
+  const int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pfd < 0) return Error(ErrorKind::kSystem, "pidfd_open of the successor", errno);
+  pidfd_.reset(pfd);
+  BATON_ASSIGN_OR_RETURN(control_, handoff::ControlChannel::create(std::move(ctl_mine)));
+  BATON_ASSIGN_OR_RETURN(DeltaChannel stream, DeltaChannel::create(std::move(str_mine)));
+  stream_.emplace(std::move(stream));
+  BATON_TRY(stream_->send_from(host_.registry.log()));
+  stream_->corrupt_frames(host_.failpoints.at("incumbent.corrupt_frame") ==
+                          FailPoints::Action::kError);
+  BATON_TRY(host_.watch(control_.fd()));
+  BATON_TRY(host_.watch(pidfd_.get()));
+  host_.say("spawned successor pid " + std::to_string(pid) + ": " + path);
+  return ok();
+}
+
+void Incumbent::kill_successor() {
+  if (successor_pid_ > 0) {
+    ::kill(successor_pid_, SIGKILL);
+    int status;
+    while (::waitpid(successor_pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    successor_pid_ = 0;
+  }
+  stream_.reset();  // the sender before the socket it writes to
+  if (control_.open()) host_.unwatch(control_.fd());
+  control_.close();
+  if (pidfd_) host_.unwatch(pidfd_.get());
+  pidfd_.reset();
+  frozen_.clear();
+}
+
+Result<void> Incumbent::send(const Message& m, std::span<const int> fds) {
+  if (!control_.open()) return Error(ErrorKind::kState, "no control channel");
+  if (std::holds_alternative<handoff::Commit>(m)) {
+    BATON_TRY(host_.failpoints.hit("incumbent.before_commit"));
+    // From COMMIT on this process only waits for SERVING, then exits or stands by. As an
+    // idle-class task its wake-up on SERVING cannot preempt the successor on a busy core,
+    // nor can its exit (tearing down a big heap) hold the successor off. unfreeze() and
+    // the standby undo it.
+    host_.idle_priority(true);
+  }
+  auto r = control_.send(m, fds);
+  if (!r.ok()) {
+    return successor_failure(std::move(r).error(),
+                             "sending " + std::string(handoff::message_name(m)));
+  }
+  return ok();
+}
+
+std::vector<handoff::SectionVersion> Incumbent::sections() {
+  std::vector<handoff::SectionVersion> out;
+  for (Section* s : host_.registry.sections()) out.push_back({s->name(), s->schema_version()});
+  return out;
+}
+
+Result<void> Incumbent::checkpoint_begin() {
+  BATON_ASSIGN_OR_RETURN(auto w, CheckpointWriter::begin(host_.registry, {}));
+  writer_.emplace(std::move(w));
+  return ok();
+}
+
+Result<handoff::CheckpointReady> Incumbent::checkpoint_finish(int* fd) {
+  BATON_ASSIGN_OR_RETURN(Checkpoint cp, writer_->finish());
+  checkpoint_.emplace(std::move(cp));
+  *fd = checkpoint_->fd();
+  return handoff::CheckpointReady{checkpoint_->stats().start_lsn,
+                                  checkpoint_->stats().segment_bytes};
+}
+
+void Incumbent::checkpoint_drop() {
+  writer_.reset();
+  checkpoint_.reset();
+  host_.registry.log().end_capture();
+}
+
+Result<void> Incumbent::pump_deltas() {
+  if (!stream_) return Error(ErrorKind::kState, "no delta stream");
+  auto r = stream_->pump();
+  if (!r.ok() && r.error().kind() == ErrorKind::kCapacity) return r;
+  if (!r.ok()) return successor_failure(std::move(r).error(), "streaming deltas");
+  return ok();
+}
+
+uint64_t Incumbent::backlog_bytes() { return stream_ ? stream_->backlog_bytes() : 0; }
+
+Error Incumbent::successor_failure(Error io_error, std::string_view doing,
+                                   std::optional<std::string>* abort_reason) {
+  if (auto why = pending_abort()) {
+    if (abort_reason != nullptr) *abort_reason = *why;
+    return Error(ErrorKind::kAborted, "successor aborted: " + *why);
+  }
+  // A dying process closes its sockets before it can be reaped: give it a moment.
+  // TODO(latency): up to 100 ms on the server's loop; issue 14 moves it off.
+  for (int i = 0; i < 100 && successor_pid_ > 0; ++i) {
+    int status = 0;
+    if (::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
+      successor_pid_ = 0;
+      return Error(ErrorKind::kAborted,
+                   "successor died while " + std::string(doing) + ": it " + describe_exit(status));
+    }
+    ::usleep(1000);
+  }
+  return std::move(io_error).with_context(std::string(doing));
+}
+
+// An ABORT the successor sent and this process has not read yet, if any.
+std::optional<std::string> Incumbent::pending_abort() {
+  for (int i = 0; i < 64 && control_.open(); ++i) {
+    handoff::Received in;
+    auto status = control_.try_receive(&in);
+    if (!status.ok()) {
+      if (status.error().kind() == ErrorKind::kCorrupt) continue;
+      return std::nullopt;
+    }
+    if (*status != handoff::ControlChannel::Status::kMessage) return std::nullopt;
+    if (auto* a = std::get_if<handoff::Abort>(&in.message)) return a->reason;
+  }
+  return std::nullopt;
+}
+
+std::vector<handoff::HandoffSocket> Incumbent::freeze() {
+  frozen_ = host_.freeze_sockets();
+  return frozen_;
+}
+
+void Incumbent::unfreeze() {
+  frozen_.clear();
+  host_.idle_priority(false);
+  if (host_.hooks) host_.hooks->unfreeze();
+}
+
+void Incumbent::throttle(bool on) {
+  if (host_.hooks) host_.hooks->throttle(on);
+}
+
+void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms) {
+  if (probation_ms == 0 || host_.hooks == nullptr) {
+    // The successor serves now: it is no longer ours to kill or reap, not even when this
+    // process's Runtime is destroyed on the way out.
+    successor_pid_ = 0;
+    if (pidfd_) host_.unwatch(pidfd_.get());
+    pidfd_.reset();
+    frozen_.clear();
+    if (host_.hooks) host_.hooks->committed();
+    return;
+  }
+  // Probation: keep a duplicate of every socket handed over (outside the blackout: the
+  // successor serves already), then let the server close its own and stand by.
+  StandbyStart s;
+  for (const handoff::HandoffSocket& f : frozen_) {
+    UniqueFd dup(::fcntl(f.fd, F_DUPFD_CLOEXEC, 0));
+    if (!dup) {
+      host_.say("cannot keep socket fd " + std::to_string(f.fd) +
+                " for the standby: " + std::strerror(errno));
+      continue;
+    }
+    s.held.emplace_back(std::move(dup), f.tag);
+  }
+  frozen_.clear();
+  host_.release_control();  // the successor owns the batonctl listener now; we hold a dup
+  host_.idle_priority(false);
+  checkpoint_drop();
+  if (control_.open()) host_.unwatch(control_.fd());
+  if (pidfd_) host_.unwatch(pidfd_.get());
+  s.successor_pid = std::exchange(successor_pid_, 0);
+  s.pidfd = std::move(pidfd_);
+  s.control = std::move(control_);
+  if (stream_) stream_->stop_sending();
+  s.stream = std::move(stream_);
+  stream_.reset();
+  s.serving = serving;
+  s.probation_ms = probation_ms;
+  s.successor_generation = machine_.generation();
+  standby_start_.emplace(std::move(s));
+  host_.hooks->standby();
+}
+
+}  // namespace baton

@@ -1,0 +1,90 @@
+// Incumbent: the serving process's side of an upgrade. It spawns the successor, writes
+// the checkpoint on the server's loop, streams deltas, freezes, hands the sockets over and
+// commits (IncumbentMachine); with probation it then hands what a standby needs to
+// Runtime, which turns this process into one (standby.h).
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "baton/checkpoint.h"
+#include "handoff/control_channel.h"
+#include "handoff/host.h"
+#include "handoff/machines.h"
+#include "stream/delta_channel.h"
+
+namespace baton {
+
+/// What a committed incumbent keeps for probation: the link to its successor and a
+/// duplicate of every socket it handed over.
+struct StandbyStart {
+  pid_t successor_pid = 0;
+  UniqueFd pidfd;
+  handoff::ControlChannel control;
+  std::optional<DeltaChannel> stream;
+  handoff::Serving serving;
+  uint32_t probation_ms = 0;
+  uint64_t successor_generation = 0;
+  std::vector<std::pair<UniqueFd, std::string>> held;  // fd, tag
+};
+
+class Incumbent final : public handoff::IncumbentEnv {
+ public:
+  explicit Incumbent(Host& host);
+  ~Incumbent() override;
+
+  handoff::IncumbentMachine& machine() { return machine_; }
+  /// Handles `fd` if it is this role's (the control channel or the successor's pidfd).
+  bool on_fd(int fd);
+  void tick() { machine_.tick(); }
+  /// After a commit with probation: what the standby needs, once.
+  std::optional<StandbyStart> take_standby_start() { return std::exchange(standby_start_, {}); }
+
+  // --- handoff::IncumbentEnv
+  int64_t now_us() override { return monotonic_us(); }
+  Result<void> spawn_successor() override;
+  void kill_successor() override;
+  Result<void> send(const handoff::Message& m, std::span<const int> fds) override;
+  std::vector<handoff::SectionVersion> sections() override;
+  Result<void> checkpoint_begin() override;
+  Result<bool> checkpoint_step() override { return writer_->step(); }
+  Result<handoff::CheckpointReady> checkpoint_finish(int* fd) override;
+  void checkpoint_drop() override;
+  Result<void> pump_deltas() override;
+  uint64_t backlog_bytes() override;
+  uint64_t last_lsn() override { return host_.registry.log().last_lsn(); }
+  uint64_t deltas_sent() override { return stream_ ? stream_->deltas_sent() : 0; }
+  std::vector<handoff::HandoffSocket> early_sockets() override { return host_.early_sockets(); }
+  std::vector<handoff::HandoffSocket> freeze() override;
+  void unfreeze() override;
+  void throttle(bool on) override;
+  void committed(const handoff::Serving& serving, uint32_t probation_ms) override;
+  void log(std::string_view line) override { host_.say(line); }
+  void timeline(const handoff::TimelineRecord& r) override { host_.write_timeline(r); }
+
+ private:
+  void read_control();
+  // Why the successor stopped answering, for an operator: its own ABORT if it sent one,
+  // else how it exited (reaped here), else the I/O error itself.
+  Error successor_failure(Error io_error, std::string_view doing,
+                          std::optional<std::string>* abort_reason = nullptr);
+  std::optional<std::string> pending_abort();
+
+  Host& host_;
+  handoff::IncumbentMachine machine_;
+  pid_t successor_pid_ = 0;
+  UniqueFd pidfd_;
+  handoff::ControlChannel control_;
+  std::optional<DeltaChannel> stream_;
+  std::optional<CheckpointWriter> writer_;
+  std::optional<Checkpoint> checkpoint_;
+  std::vector<handoff::HandoffSocket> frozen_;  // what freeze() returned, for the standby
+  std::optional<StandbyStart> standby_start_;
+};
+
+}  // namespace baton

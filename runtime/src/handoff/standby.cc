@@ -1,0 +1,217 @@
+// Standby: the reverse stream, the held sockets, and both kinds of rollback's I/O.
+#include "handoff/standby.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace baton {
+
+Standby::Standby(Host& host, StandbyStart start)
+    : host_(host),
+      successor_pid_(start.successor_pid),
+      pidfd_(std::move(start.pidfd)),
+      control_(std::move(start.control)),
+      stream_(std::move(start.stream)),
+      machine_(*this, ::getpid(), start.successor_generation, int64_t{start.probation_ms} * 1000,
+               host.options.timeouts),
+      started_us_(monotonic_us()) {
+  for (auto& [fd, tag] : start.held) hold(std::move(fd), tag);
+  Result<void> r = follow(start.serving);
+  if (r.ok()) r = host_.watch(control_.fd());
+  if (r.ok()) r = host_.watch(pidfd_.get());
+  if (r.ok()) r = host_.watch(stream_->fd());
+  if (!r.ok()) {
+    // The successor serves either way; without a standby it simply has no fallback.
+    (void)control_.send(handoff::Abort{"the standby cannot follow: " + r.error().to_string()});
+    exit_standby("cannot follow the successor: " + r.error().to_string());
+    return;
+  }
+  host_.say("standing by for generation " + std::to_string(start.successor_generation) + " (pid " +
+            std::to_string(successor_pid_) + ") for " + std::to_string(start.probation_ms) +
+            " ms, holding " + std::to_string(held_.size()) + " sockets");
+}
+
+Standby::~Standby() {
+  drop_held();
+  if (control_.open()) host_.unwatch(control_.fd());
+  if (stream_) host_.unwatch(stream_->fd());
+  if (pidfd_) host_.unwatch(pidfd_.get());
+}
+
+void Standby::drop_held() {
+  for (auto& [fd, h] : held_) host_.unwatch(fd);
+  held_.clear();
+}
+
+Result<void> Standby::follow(const handoff::Serving& serving) {
+  if (!stream_) return Error(ErrorKind::kState, "no reverse stream");
+  std::vector<Section*> by_peer_id;
+  for (const handoff::SectionVersion& v : serving.sections) {
+    Section* s = host_.registry.find(v.name);
+    if (s == nullptr) {
+      return Error(ErrorKind::kVersion, "the successor writes section '" + v.name +
+                                            "', which this build does not register");
+    }
+    BATON_TRY(s->set_peer_version(v.version));
+    by_peer_id.push_back(s);
+  }
+  stream_->receive_into(DeltaReplayer(std::move(by_peer_id), serving.reverse_start_lsn));
+  return ok();
+}
+
+bool Standby::on_fd(int fd) {
+  if (control_.open() && fd == control_.fd()) {
+    read_control();
+    return true;
+  }
+  if (pidfd_ && fd == pidfd_.get()) {
+    successor_gone_at_us_ = monotonic_us();
+    read_control();  // whatever it said last comes first
+    int status = 0;
+    if (::waitpid(successor_pid_, &status, WNOHANG) != successor_pid_) return true;
+    host_.unwatch(pidfd_.get());
+    pidfd_.reset();
+    successor_pid_ = 0;
+    machine_.on_successor_gone(describe_exit(status));
+    return true;
+  }
+  if (stream_ && fd == stream_->fd()) return true;  // tick() applies what arrived
+  auto it = held_.find(fd);
+  if (it == held_.end()) return false;
+  // The successor closed this connection (shutdown), or the client did: so do we, or the
+  // socket would outlive it, and fds pile up.
+  host_.unwatch(fd);
+  held_.erase(it);
+  return true;
+}
+
+void Standby::read_control() {
+  for (int i = 0; i < 64 && control_.open(); ++i) {
+    handoff::Received in;
+    auto status = control_.try_receive(&in);
+    if (status.ok() && *status == handoff::ControlChannel::Status::kNone) return;
+    if (status.ok() && *status == handoff::ControlChannel::Status::kMessage) {
+      machine_.on_message(in.message, std::move(in.fds));
+      continue;
+    }
+    if (!status.ok())
+      host_.say("control channel from the successor: " + status.error().to_string());
+    host_.unwatch(control_.fd());
+    control_.close();
+    machine_.on_channel_closed();
+    return;
+  }
+}
+
+void Standby::hold(UniqueFd fd, std::string_view tag) {
+  const int raw = fd.get();
+  const bool listener = tag == "listener" || tag == kControlTag;
+  // Not EPOLLIN: bytes for the successor must not wake us. Hang-ups do.
+  if (!listener) (void)host_.watch(raw, EPOLLRDHUP);
+  held_[raw] = Held{std::move(fd), std::string(tag)};
+}
+
+Result<uint64_t> Standby::drain_deltas() {
+  return stream_->receive(host_.options.delta_limit_bytes + kFrameHeaderSize, /*to_end=*/true);
+}
+
+Result<uint64_t> Standby::replay_available() {
+  return stream_->receive(host_.options.delta_limit_bytes + kFrameHeaderSize);
+}
+
+Result<handoff::Restored> Standby::restore(UniqueFd) {
+  return Error(ErrorKind::kState, "a standby restores no checkpoint");
+}
+
+void Standby::early_socket(int fd, std::string_view tag) {
+  if (host_.early_sink != nullptr) host_.early_sink->early_socket(fd, std::string(tag));
+}
+
+void Standby::early_socket_withdrawn(int fd) {
+  if (host_.early_sink != nullptr) host_.early_sink->early_socket_withdrawn(fd);
+}
+
+void Standby::take_back(std::string_view reason) {
+  const int64_t detected = successor_gone_at_us_ ? successor_gone_at_us_ : monotonic_us();
+  std::vector<InheritedSocket> sockets;
+  size_t closed = 0;
+  for (auto& [fd, h] : held_) {
+    if (h.tag == kControlTag) {
+      if (!host_.control_listener) (void)host_.adopt_control(std::move(h.fd));
+      continue;
+    }
+    if (h.tag == "listener") {
+      sockets.push_back({std::move(h.fd), h.tag, "", false});
+      continue;
+    }
+    // What the successor had read from this connection, or owed it, died with it: close
+    // it now rather than leave its client waiting for a reply that will not come.
+    host_.unwatch(fd);
+    ::shutdown(fd, SHUT_RDWR);
+    ++closed;
+  }
+  held_.clear();
+  host_.generation += 2;  // past the successor's generation: this is a new handoff
+  handoff::TimelineRecord rec;
+  rec.generation = host_.generation;
+  rec.outcome = "rolled back";
+  rec.reason = std::string(reason) + "; " + std::to_string(closed) +
+               " established connections closed, listeners kept";
+  rec.fds = sockets.size();
+  rec.total_us = monotonic_us() - started_us_;
+  rec.blackout_us = detected;  // a start time until resume() subtracts it
+  resume(std::move(sockets), std::move(rec));
+}
+
+void Standby::serve(std::vector<handoff::HandoffSocket> sockets, const handoff::Commit& commit,
+                    bool incumbent_gone) {
+  drop_held();  // the successor sent every socket again; ours were duplicates
+  std::vector<InheritedSocket> inherited;
+  for (handoff::HandoffSocket& s : sockets) {
+    if (s.tag == kControlTag) {
+      if (!host_.control_listener)
+        (void)host_.adopt_control(UniqueFd(s.fd));
+      else
+        UniqueFd close_it(s.fd);
+      continue;
+    }
+    const bool early = s.early && host_.early_sink != nullptr;
+    inherited.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), early});
+  }
+  if (commit.generation != 0) host_.generation = commit.generation;
+  handoff::TimelineRecord rec;
+  rec.generation = host_.generation;
+  rec.outcome = "rolled back";
+  rec.reason = incumbent_gone ? "the successor died after PREPARED of its rollback" : "";
+  rec.catchup_us = commit.timings.catchup_us;
+  rec.deltas = commit.timings.deltas;
+  rec.fds = sockets.size();
+  rec.total_us = monotonic_us() - started_us_;
+  rec.blackout_us = commit.timings.freeze_start_us;
+  resume(std::move(inherited), std::move(rec));
+}
+
+void Standby::resume(std::vector<InheritedSocket> sockets, handoff::TimelineRecord record) {
+  host_.idle_priority(false);
+  if (host_.hooks) host_.hooks->resume(std::move(sockets));
+  const int64_t now = monotonic_us();
+  if (record.blackout_us) record.blackout_us = now - record.blackout_us;
+  if (record.reason.empty()) record.reason = machine_.rollback_reason();
+  host_.announce_serving();
+  host_.say("generation " + std::to_string(host_.generation) + " serves again: " + record.reason);
+  host_.write_timeline(record);
+}
+
+void Standby::exit_standby(std::string_view reason) {
+  host_.say("standby exits: " + std::string(reason));
+  drop_held();
+  // The successor serves on and outlives us: it is not ours to kill.
+  successor_pid_ = 0;
+  if (pidfd_) host_.unwatch(pidfd_.get());
+  pidfd_.reset();
+  if (host_.hooks) host_.hooks->committed();
+}
+
+}  // namespace baton

@@ -1,0 +1,159 @@
+// Successor: restore, replay and take the sockets over, around SuccessorMachine.
+#include "handoff/successor.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include "baton/syscall.h"
+
+namespace baton {
+
+using handoff::Message;
+
+namespace {
+
+// The versions of a section this build can restore: its own, widened by every
+// contiguous migration step down and up.
+handoff::SectionRange readable_range(Section& s) {
+  handoff::SectionRange r{s.name(), s.schema_version(), s.schema_version()};
+  while (r.min_version > 0 &&
+         s.migrations().path(s.name(), r.min_version - 1, s.schema_version()).ok())
+    --r.min_version;
+  while (s.migrations().path(s.name(), r.max_version + 1, s.schema_version()).ok()) ++r.max_version;
+  return r;
+}
+
+}  // namespace
+
+Successor::Successor(Host& host, UniqueFd control, UniqueFd stream)
+    : host_(host), control_fd_(std::move(control)), stream_fd_(std::move(stream)) {}
+
+Result<std::vector<InheritedSocket>> Successor::take_over(EarlySockets* early) {
+  early_sink_ = early;
+  BATON_ASSIGN_OR_RETURN(control_, handoff::ControlChannel::create(std::move(control_fd_)));
+  BATON_ASSIGN_OR_RETURN(DeltaChannel stream, DeltaChannel::create(std::move(stream_fd_)));
+  stream_.emplace(std::move(stream));
+  handoff::SuccessorMachine machine(*this, ::getpid(), host_.options.timeouts);
+  machine.start();
+  while (machine.phase() != handoff::SuccessorPhase::kServing &&
+         machine.phase() != handoff::SuccessorPhase::kFailed) {
+    pollfd p[2] = {{control_.fd(), POLLIN, 0}, {stream_->fd(), POLLIN, 0}};
+    ::poll(p, 2, 10);
+    if (p[0].revents != 0) {
+      handoff::Received in;
+      auto status = control_.try_receive(&in);
+      if (!status.ok() && (status.error().kind() == ErrorKind::kCorrupt ||
+                           status.error().kind() == ErrorKind::kVersion)) {
+        machine.on_message(handoff::Abort{"bad control message: " + status.error().to_string()},
+                           {});
+      } else if (!status.ok() || *status == handoff::ControlChannel::Status::kClosed) {
+        machine.on_incumbent_gone();
+        continue;
+      } else if (*status == handoff::ControlChannel::Status::kMessage) {
+        machine.on_message(in.message, std::move(in.fds));
+      }
+    }
+    machine.tick();
+  }
+  if (machine.phase() == handoff::SuccessorPhase::kFailed) {
+    return Error(ErrorKind::kAborted, "upgrade failed: " + failure_);
+  }
+  return std::move(inherited_);
+}
+
+Result<void> Successor::send(const Message& m) {
+  if (std::holds_alternative<handoff::Prepared>(m)) {
+    BATON_TRY(host_.failpoints.hit("successor.before_prepared"));
+  }
+  auto r = control_.send(m);
+  if (r.ok() && std::holds_alternative<handoff::Hello>(m)) {
+    BATON_TRY(host_.failpoints.hit("successor.after_hello"));
+  }
+  if (r.ok() && std::holds_alternative<handoff::Prepared>(m)) {
+    BATON_TRY(host_.failpoints.hit("successor.after_prepared"));
+  }
+  return r;
+}
+
+std::vector<handoff::SectionRange> Successor::readable_sections() {
+  std::vector<handoff::SectionRange> out;
+  for (Section* s : host_.registry.sections()) out.push_back(readable_range(*s));
+  return out;
+}
+
+void Successor::early_socket(int fd, std::string_view tag) {
+  if (early_sink_ != nullptr) early_sink_->early_socket(fd, std::string(tag));
+}
+void Successor::early_socket_withdrawn(int fd) {
+  if (early_sink_ != nullptr) early_sink_->early_socket_withdrawn(fd);
+}
+
+Result<handoff::Restored> Successor::restore(UniqueFd fd) {
+  BATON_ASSIGN_OR_RETURN(RestoreResult r, restore_checkpoint(fd.get(), host_.registry));
+  for (const std::string& note : r.notes) host_.say(note);
+  stream_->receive_into(DeltaReplayer(r));
+  BATON_TRY(host_.failpoints.hit("successor.after_restore"));
+  return handoff::Restored{r.records, r.elapsed_us};
+}
+
+Result<uint64_t> Successor::replay_available() {
+  return stream_->receive(host_.options.delta_limit_bytes + kFrameHeaderSize);
+}
+
+void Successor::begin_reverse_stream(handoff::Serving* serving) {
+  DeltaLog& log = host_.registry.log();
+  serving->reverse_start_lsn = log.begin_capture();
+  for (Section* s : host_.registry.sections()) {
+    serving->sections.push_back({s->name(), s->schema_version()});
+  }
+}
+
+void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff::Commit& commit,
+                      bool incumbent_gone) {
+  for (handoff::HandoffSocket& s : sockets) {
+    if (s.tag == kControlTag && !host_.control_listener) {
+      if (auto r = host_.adopt_control(UniqueFd(s.fd)); !r.ok()) host_.say(r.error().to_string());
+      continue;
+    }
+    inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), s.early});
+  }
+  if (commit.generation != 0) host_.generation = commit.generation;
+  // The timeline is written when the server calls serving(): only then has it taken its
+  // sockets back, which is where the blackout honestly ends.
+  handoff::TimelineRecord& r = pending_timeline_.emplace();
+  r.generation = host_.generation;
+  r.outcome = "committed";
+  r.reason = incumbent_gone ? "incumbent died after PREPARED; the successor took over" : "";
+  const handoff::Timings& t = commit.timings;
+  r.spawn_us = t.spawn_us;
+  r.checkpoint_us = t.checkpoint_us;
+  r.catchup_us = t.catchup_us;
+  r.blackout_us = t.freeze_start_us;  // a start time until serving() subtracts it
+  r.total_us = t.start_us;
+  r.checkpoint_bytes = t.checkpoint_bytes;
+  r.deltas = t.deltas;
+  r.fds = sockets.size();
+  if (commit.probation_ms != 0 && !incumbent_gone) {
+    ProbationStart& p = probation_start_.emplace();
+    p.control = std::move(control_);
+    stream_->receive_into(DeltaReplayer(std::vector<Section*>{}, 0));  // nothing comes this way
+    p.stream = std::move(stream_);
+    p.probation_ms = commit.probation_ms;
+    r.probation_ms = commit.probation_ms;
+  } else {
+    if (commit.probation_ms != 0) host_.registry.log().end_capture();
+    control_.close();
+  }
+  stream_.reset();
+  host_.say("generation " + std::to_string(host_.generation) + " took over " +
+            std::to_string(inherited_.size()) + " sockets" + (incumbent_gone ? " (takeover)" : "") +
+            (probation_start_ ? "; on probation for " + std::to_string(commit.probation_ms) + " ms"
+                              : std::string()));
+}
+
+void Successor::fail(std::string_view reason) {
+  failure_ = std::string(reason);
+  host_.say("upgrade failed: " + failure_);
+}
+
+}  // namespace baton
