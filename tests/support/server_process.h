@@ -184,6 +184,13 @@ inline int wait_process(pid_t pid, double seconds) {
   return -1;
 }
 
+/// True when `pid` has exited and waits to be reaped.
+inline bool is_zombie(pid_t pid) {
+  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const size_t paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
+}
+
 /// True while `pid` (a child) has not exited; does not reap it.
 inline bool still_running(pid_t pid) {
   siginfo_t info{};

@@ -221,7 +221,8 @@ class Runtime::Impl {
       return "{\"pid\":" + std::to_string(::getpid()) +
              ",\"generation\":" + std::to_string(host_.generation) + ",\"phase\":\"" + phase() +
              "\",\"probation_left_ms\":" + std::to_string(probation_remaining_ms()) +
-             ",\"last_abort\":\"" + handoff::json_escape(last_abort) + "\"}\n";
+             ",\"last_abort\":\"" + handoff::json_escape(last_abort) + "\",\"last_upgrade\":" +
+             (host_.last_timeline.empty() ? std::string("null") : host_.last_timeline) + "}\n";
     }
     if (cmd == "rollback") {
       auto r = rollback("rollback requested by batonctl");

@@ -1,0 +1,150 @@
+// kvd as a real process for integration tests: a RESP client, and a kvd started from
+// its own copy of a binary so that a test can install another build and upgrade, as an
+// operator would. Loopback only, port 0, a private directory; see server_process.h.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "baton/fd.h"
+#include "server_process.h"
+
+namespace baton::testing {
+
+namespace fs = std::filesystem;
+
+// A RESP client that renders replies compactly: "OK", "(error) ERR ...", "42", "value",
+// "(nil)", "[a,b]"; "(eof)" once the server closed the connection.
+class RespClient {
+ public:
+  explicit RespClient(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    timeval tv{10, 0};
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{AF_INET, htons(static_cast<uint16_t>(port)), {htonl(INADDR_LOOPBACK)}, {}};
+    connected_ = ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  bool connected() const { return connected_; }
+  bool send_raw(const std::string& bytes) {
+    return ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  std::string call(const std::vector<std::string>& args) {
+    std::string req = "*" + std::to_string(args.size()) + "\r\n";
+    for (const auto& a : args) req += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    if (!send_raw(req)) return "(eof)";
+    return reply();
+  }
+  std::string reply() {
+    std::string line;
+    if (!read_line(&line)) return "(eof)";
+    const char type = line[0];
+    std::string body = line.substr(1);
+    if (type == '+' || type == ':') return body;
+    if (type == '-') return "(error) " + body;
+    long n = std::atol(body.c_str());
+    if (type == '$') {
+      if (n < 0) return "(nil)";
+      std::string data;
+      if (!read_exact(static_cast<size_t>(n) + 2, &data)) return "(eof)";
+      return data.substr(0, static_cast<size_t>(n));
+    }
+    if (n < 0) return "(nil)";
+    std::string out = "[";
+    for (long i = 0; i < n; ++i) out += (i ? "," : "") + reply();
+    return out + "]";
+  }
+
+ private:
+  bool fill() {
+    char tmp[4096];
+    ssize_t n = ::read(fd_.get(), tmp, sizeof tmp);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  bool read_line(std::string* line) {
+    size_t at;
+    while ((at = buf_.find("\r\n")) == std::string::npos)
+      if (!fill()) return false;
+    *line = buf_.substr(0, at);
+    buf_.erase(0, at + 2);
+    return !line->empty();
+  }
+  bool read_exact(size_t n, std::string* out) {
+    while (buf_.size() < n)
+      if (!fill()) return false;
+    *out = buf_.substr(0, n);
+    buf_.erase(0, n);
+    return true;
+  }
+  UniqueFd fd_;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+// The directory a Kvd's binary is installed in; a base so that it exists before the
+// server process starts.
+struct BinDir {
+  explicit BinDir(const std::string& binary) {
+    char tmpl[] = "/tmp/baton-kvd-bin-XXXXXX";
+    bin_dir_ = ::mkdtemp(tmpl);
+    fs::copy_file(binary, bin_dir_ + "/kvd");
+  }
+  ~BinDir() { fs::remove_all(bin_dir_); }
+  std::string bin_dir_;
+};
+
+// A kvd started from a copy of `binary` installed in its own directory as "kvd", so that
+// a test can install another build there and signal, as an operator would.
+// It has a control socket in its directory, and kvd's default probation window.
+class Kvd : private BinDir, public ServerProcess {
+ public:
+  explicit Kvd(const std::string& binary, std::vector<std::string> args = {},
+               std::string failpoints = "")
+      : BinDir(binary),
+        ServerProcess(bin_dir_ + "/kvd", with_control(std::move(args)), std::move(failpoints)) {}
+  std::string control_path() const { return dir() + "/ctl"; }
+  std::string control(const std::string& command) const {
+    return control_command(control_path(), command);
+  }
+  // Installs `binary` atomically (rename), then upgrades; returns once the successor
+  // serves (or the upgrade aborted), with the new pid or 0. Probation, if any, is then
+  // ended by `promote`, so that the next upgrade may start.
+  pid_t upgrade_to(const std::string& binary) {
+    const pid_t next = upgrade_on_probation(binary);
+    if (next == 0) return 0;
+    const size_t events_before = events().size();
+    if (control("status").find("\"phase\":\"probation\"") == std::string::npos) return next;
+    if (control("promote").rfind("ok:", 0) != 0) return 0;
+    if (!eventually([&] { return events().size() > events_before; }, 10)) return 0;
+    return events().back().find("\"outcome\":\"promoted\"") != std::string::npos ? next : 0;
+  }
+  // As upgrade_to(), leaving the new process on probation.
+  pid_t upgrade_on_probation(const std::string& binary) {
+    fs::copy_file(binary, bin_dir_ + "/kvd.new", fs::copy_options::overwrite_existing);
+    fs::rename(bin_dir_ + "/kvd.new", bin_dir_ + "/kvd");
+    const pid_t before = serving_pid();
+    const size_t events_before = events().size();
+    if (::kill(before, SIGUSR2) != 0) return 0;
+    if (!eventually([&] { return events().size() > events_before; }, 60)) return 0;
+    const std::string e = events().back();
+    if (e.find("\"outcome\":\"committed\"") == std::string::npos) return 0;
+    eventually([&] { return serving_pid() != before; }, 5);
+    return serving_pid() != before ? serving_pid() : 0;
+  }
+
+ private:
+  static std::vector<std::string> with_control(std::vector<std::string> args);
+};
+
+inline std::vector<std::string> Kvd::with_control(std::vector<std::string> args) {
+  args.insert(args.begin(), {"--control", "{dir}/ctl"});
+  return args;
+}
+
+}  // namespace baton::testing
