@@ -4,8 +4,8 @@
 # Starts kvd-v1, loads it, holds idle connections open, then runs redis-benchmark
 # (plain, then pipelined -P 16) while it upgrades the server with SIGUSR2: first v1 -> v2,
 # then v2 -> v2, with a rollback v2 -> v1 and back during the pipelined run. Each new
-# version serves on probation (--probation-ms) with the old one as a hot standby; the
-# demo lets every window run out. Last, it installs a broken build (kvd-crashy aborts one
+# version serves on probation (--probation-ms, default 2000) with the old one as a hot
+# standby; the demo lets every window run out. Last, it installs a broken build (kvd-crashy aborts one
 # second after it starts serving) under a load that redials (incr_load), and probation
 # rolls it back. Prints each timeline and the client-side error count; exits non-zero on
 # any client error, a lost or doubled INCR, a damaged key, a dropped idle connection, an
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 keys=200000 requests=300000 requests_pipelined="" upgrades=5 idle=1000 clients=50
-probation_ms=1000
+probation_ms=2000
 bin_dir=build/bin
 while (($#)); do
   case "$1" in
@@ -44,8 +44,10 @@ while (($#)); do
   esac
 done
 requests_pipelined=${requests_pipelined:-$((requests * 6))}
-((upgrades >= 1 && clients >= 1 && requests >= 1 && probation_ms >= 200)) ||
-  { echo "kvd_demo: counts must be >= 1, --probation-ms >= 200 (the broken build crashes at 1 s)" >&2; exit 2; }
+# The broken build crashes 1 s after it starts serving: the window must outlast that, with
+# room for a slow machine (or a sanitizer build), or the crash comes after the standby left.
+((upgrades >= 1 && clients >= 1 && requests >= 1 && probation_ms >= 1500)) ||
+  { echo "kvd_demo: counts must be >= 1, --probation-ms >= 1500 (the broken build crashes at 1 s)" >&2; exit 2; }
 
 V1="$bin_dir/kvd-v1" V2="$bin_dir/kvd" CRASHY="$bin_dir/kvd-crashy" LOAD="$bin_dir/incr_load"
 
@@ -212,7 +214,7 @@ echo
 echo "--- a broken build: kvd-crashy aborts 1 s after it starts serving, under incr_load"
 printf '%-4s %-8s %-11s %10s %10s %10s %11s %7s %6s\n' gen schema outcome blackout total \
   catch-up checkpoint deltas fds
-load_seconds=$(awk -v p="$probation_ms" 'BEGIN { print 3 + (p < 1000 ? 1 : p / 1000) }')
+load_seconds=$(awk -v p="$probation_ms" 'BEGIN { print 2 + p / 1000 }')
 "$LOAD" --port "$port" --connections 8 --seconds "$load_seconds" --key counter:broken \
   >"$run/incr_load.out" 2>&1 &
 load=$!

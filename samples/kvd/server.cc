@@ -73,8 +73,7 @@ Server::Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, Ser
       options_(std::move(options)),
       epoll_(::epoll_create1(EPOLL_CLOEXEC)),
       rbuf_(new char[kReadChunk]),
-      started_ms_(wall_ms()),
-      crash_at_ms_(options_.crash_after_ms ? started_ms_ + options_.crash_after_ms : 0) {
+      started_ms_(wall_ms()) {
   store_.set_now(started_ms_);
 }
 
@@ -330,6 +329,7 @@ int Server::run(int signal_fd) {
   }
   int64_t last_sweep = 0;
   constexpr int kSweepMs = 100;
+  if (options_.crash_after_ms != 0) crash_at_ms_ = wall_ms() + options_.crash_after_ms;
   epoll_event events[256];
   while (!done_) {
     int timeout = store_.expiry() ? kSweepMs : -1;

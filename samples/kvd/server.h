@@ -20,7 +20,7 @@ struct ServerOptions {
   int64_t maxclients = 10000;
   std::string upgrade_note;  // reported by INFO, e.g. what a rollback did to expiries
   /// kvd-crashy only (a deliberately broken build for the demo and tests): abort() this
-  /// long after serving as a successor. 0: never.
+  /// long after run() starts, as a successor. 0: never.
   int64_t crash_after_ms = 0;
 };
 

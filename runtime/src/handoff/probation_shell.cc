@@ -3,6 +3,8 @@
 #include "baton/unix_socket.h"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include <cerrno>
 #include <cstring>
@@ -66,6 +68,13 @@ bool OnProbation::writes_durable() {
     return true;  // probation is over: nothing more to wait for
   }
   return stream_->drained();
+}
+
+uint64_t OnProbation::lag_bytes() const {
+  if (!stream_) return 0;
+  int unread = 0;  // bytes in the socket the standby has not read yet
+  if (::ioctl(stream_->fd(), SIOCOUTQ, &unread) != 0) unread = 0;
+  return stream_->backlog_bytes() + static_cast<uint64_t>(unread);
 }
 
 void OnProbation::accepted(int fd) {

@@ -32,6 +32,8 @@ class OnProbation final : public handoff::ProbationEnv {
   /// See Runtime::accepted().
   void accepted(int fd);
   void report_unhealthy(std::string reason) { unhealthy_ = std::move(reason); }
+  /// Reverse-stream lag: bytes captured or in the socket that the standby has not read.
+  uint64_t lag_bytes() const;
 
   // --- handoff::ProbationEnv
   std::string health() override;

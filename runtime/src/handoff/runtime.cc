@@ -221,6 +221,7 @@ class Runtime::Impl {
       return "{\"pid\":" + std::to_string(::getpid()) +
              ",\"generation\":" + std::to_string(host_.generation) + ",\"phase\":\"" + phase() +
              "\",\"probation_left_ms\":" + std::to_string(probation_remaining_ms()) +
+             ",\"reverse_lag_bytes\":" + std::to_string(probation_ ? probation_->lag_bytes() : 0) +
              ",\"last_abort\":\"" + handoff::json_escape(last_abort) + "\",\"last_upgrade\":" +
              (host_.last_timeline.empty() ? std::string("null") : host_.last_timeline) + "}\n";
     }
