@@ -53,20 +53,21 @@ awk -v n="$keys" 'BEGIN { for (i = 0; i < n; i++) { k = "pre:" i; v = sprintf("%
   printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, length(v), v } }' |
   redis-cli -p "$port" --pipe >/dev/null
 
-# One redis-benchmark run; appends "phase pipeline test rps" lines to results.
+# One redis-benchmark run; appends "round phase pipeline test rps" lines to results.
 bench() {  # $1 phase, $2 pipeline
   local n=$requests
   (($2 > 1)) && n=$((requests * 8))
   redis-benchmark -p "$port" -c 50 -n "$n" -P "$2" -t set,get,incr --csv 2>/dev/null |
-    tr -d '"' | awk -F, -v ph="$1" -v p="$2" '$1 ~ /^(SET|GET|INCR)$/ { print ph, p, $1, $2 }' \
-    >>"$run/results"
+    tr -d '"' | awk -F, -v r="$r" -v ph="$1" -v p="$2" \
+      '$1 ~ /^(SET|GET|INCR)$/ { print r, ph, p, $1, $2 }' >>"$run/results"
 }
 
 lag_max=0 lag_samples=()
 echo "kvd on 127.0.0.1:$port, $keys keys; $rounds rounds of steady / probation, -P 1 and 16"
 for ((r = 1; r <= rounds; r++)); do
   steady_rss=$(rss_kib "$(cat "$run/pid")")
-  for p in 1 16; do bench steady "$p"; done
+  # Odd rounds measure steady state first, even rounds last: drift hits both alike.
+  ((r % 2)) && for p in 1 16; do bench steady "$p"; done
   n=$(events)
   before=$(cat "$run/pid")
   cp build/bin/kvd "$run/kvd.new" && mv "$run/kvd.new" "$run/kvd"
@@ -74,35 +75,44 @@ for ((r = 1; r <= rounds; r++)); do
   await_events $((n + 1)) || { echo "upgrade did not commit"; exit 1; }
   for _ in $(seq 100); do [[ $(cat "$run/pid") != "$before" ]] && break; sleep 0.05; done
   now=$(cat "$run/pid")
-  # Lag, every 10 ms while the load runs.
+  for p in 1 16; do bench probation "$p"; done
+  probation_pss=$(($(pss_kib "$before") + $(pss_kib "$now")))
+  # Lag, every 10 ms, under a separate write load: the sampler (a batonctl process each
+  # time) would take CPU from the throughput runs above.
   (while :; do ctl status | sed -n 's/.*"reverse_lag_bytes":\([0-9]*\).*/\1/p'; sleep 0.01; done) \
     >"$run/lag.$r" 2>/dev/null &
   sampler=$!
-  for p in 1 16; do bench probation "$p"; done
-  probation_pss=$(($(pss_kib "$before") + $(pss_kib "$now")))
+  redis-benchmark -p "$port" -c 50 -n $((requests * 4)) -P 16 -t set,incr -q >/dev/null 2>&1
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   echo "round $r: steady RSS $(kib "$steady_rss") MiB; during probation PSS $(kib "$probation_pss") MiB" \
     "(incumbent + standby), ratio $(awk -v a="$probation_pss" -v b="$steady_rss" 'BEGIN { printf "%.2f", a / b }')"
   echo "$steady_rss $probation_pss" >>"$run/memory"
   ctl promote >/dev/null
   await_events $((n + 2)) || { echo "promote did not end probation"; exit 1; }
-  for _ in $(seq 200); do kill -0 "$before" 2>/dev/null || break; sleep 0.05; done
+  for _ in $(seq 200); do
+    [[ $(awk '{ print $3 }' "/proc/$before/stat" 2>/dev/null) =~ ^[RSD]$ ]] || break  # gone or a zombie
+    sleep 0.05
+  done
+  ((r % 2)) || for p in 1 16; do bench steady "$p"; done
 done
 
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo
-echo "| load | test | steady req/s (median) | probation req/s (median) | probation / steady |"
+echo "| load | test | steady req/s (median) | probation req/s (median) | probation / steady, median of $rounds paired rounds (min-max) |"
 echo "|---|---|---|---|---|"
 for p in 1 16; do
   for t in SET GET INCR; do
-    s=$(awk -v p="$p" -v t="$t" '$1 == "steady" && $2 == p && $3 == t { print $4 }' "$run/results" | sort -n |
-      awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-    q=$(awk -v p="$p" -v t="$t" '$1 == "probation" && $2 == p && $3 == t { print $4 }' "$run/results" | sort -n |
-      awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-    printf '| -P %s | %s | %.0f | %.0f | %.3f |\n' "$p" "$t" "$s" "$q" "$(awk -v a="$q" -v b="$s" 'BEGIN { print a / b }')"
+    s=$(awk -v p="$p" -v t="$t" '$2 == "steady" && $3 == p && $4 == t { print $5 }' "$run/results" | median)
+    q=$(awk -v p="$p" -v t="$t" '$2 == "probation" && $3 == p && $4 == t { print $5 }' "$run/results" | median)
+    ratios=$(awk -v p="$p" -v t="$t" '$3 == p && $4 == t { v[$1 " " $2] = $5; r[$1] = 1 }
+      END { for (k in r) if (v[k " steady"] > 0) print v[k " probation"] / v[k " steady"] }' "$run/results" | sort -n)
+    printf '| -P %s | %s | %.0f | %.0f | %.3f (%.2f-%.2f) |\n' "$p" "$t" "$s" "$q" "$(median <<<"$ratios")" \
+      "$(head -n 1 <<<"$ratios")" "$(tail -n 1 <<<"$ratios")"
   done
 done
 cat "$run"/lag.* | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "reverse-stream lag: no samples"; exit }
-  printf "\nreverse-stream lag over %d samples (every 10 ms): median %d bytes, p99 %d bytes, max %d bytes\n",
-    NR, a[int((NR + 1) / 2)], a[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1], a[NR] }'
+  p99 = int(NR * 0.99); if (p99 < 1) p99 = 1
+  printf "\nreverse-stream lag over %d samples (every 10 ms, redis-benchmark -P 16 set,incr): median %d bytes, p99 %d bytes, max %d bytes\n",
+    NR, a[int((NR + 1) / 2)], a[p99], a[NR] }'
 awk '{ s += $1; q += $2; n++ } END { printf "memory: steady RSS %.0f MiB, during probation PSS %.0f MiB (both processes): %.2fx\n",
   s / n / 1024, q / n / 1024, q / s }' "$run/memory"

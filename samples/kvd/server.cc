@@ -327,7 +327,7 @@ int Server::run(int signal_fd) {
     epoll_event ev{EPOLLIN, {.u64 = tagged(kRuntimeTag, rt_->poll_fd())}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, rt_->poll_fd(), &ev);
   }
-  int64_t last_sweep = 0;
+  int64_t last_sweep = 0, last_service = 0;
   constexpr int kSweepMs = 100;
   if (options_.crash_after_ms != 0) crash_at_ms_ = wall_ms() + options_.crash_after_ms;
   epoll_event events[256];
@@ -394,8 +394,18 @@ int Server::run(int signal_fd) {
       }
     }
     reap_dropped();
-    // The runtime asks for service() every service_interval_ms() while that is >= 0.
-    if (rt_ != nullptr && (runtime_ready || rt_->service_interval_ms() >= 0)) rt_->service();
+    // The runtime asks for service() every service_interval_ms() while that is >= 0. An
+    // upgrade's checkpoint advances a slice per call, so then every turn; on probation
+    // writes_durable() already pumps the reverse stream each turn, so only when due.
+    if (rt_ != nullptr) {
+      const int interval = rt_->service_interval_ms();
+      const int64_t now = store_.now();
+      const bool due = holding_ ? now - last_service >= interval : true;
+      if (runtime_ready || (interval >= 0 && due)) {
+        rt_->service();
+        last_service = now;
+      }
+    }
     if (throttled_ && turn_budget_ < 0) {
       timespec pause{0, 1'000'000};  // see kThrottledRequestsPerTurn
       ::nanosleep(&pause, nullptr);

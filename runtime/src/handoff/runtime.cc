@@ -265,6 +265,10 @@ class Runtime::Impl {
 
   int service_interval_ms() const {
     if (announce_pending_) return 0;
+    // A standby reads the reverse stream in batches: a wake-up per frame cost the
+    // successor's clients CPU on two cores. It wakes at once for its successor's death
+    // (pidfd) and for control messages, so a rollback does not wait for this.
+    if (standby_ && standby_->machine().phase() == handoff::StandbyPhase::kStandingBy) return 5;
     return upgrading() || probation_ || standby_ ? 1 : -1;
   }
 

@@ -20,8 +20,9 @@ Standby::Standby(Host& host, StandbyStart start)
   for (auto& [fd, tag] : start.held) hold(std::move(fd), tag);
   Result<void> r = follow(start.serving);
   if (r.ok()) r = host_.watch(control_.fd());
+  // Not the stream: a wake-up per frame (one per loop turn of a busy successor) cost the
+  // successor's clients CPU on two cores; service() every millisecond reads it in batches.
   if (r.ok()) r = host_.watch(pidfd_.get());
-  if (r.ok()) r = host_.watch(stream_->fd());
   if (!r.ok()) {
     // The successor serves either way; without a standby it simply has no fallback.
     (void)control_.send(handoff::Abort{"the standby cannot follow: " + r.error().to_string()});
@@ -36,7 +37,6 @@ Standby::Standby(Host& host, StandbyStart start)
 Standby::~Standby() {
   drop_held();
   if (control_.open()) host_.unwatch(control_.fd());
-  if (stream_) host_.unwatch(stream_->fd());
   if (pidfd_) host_.unwatch(pidfd_.get());
 }
 
@@ -77,7 +77,6 @@ bool Standby::on_fd(int fd) {
     machine_.on_successor_gone(describe_exit(status));
     return true;
   }
-  if (stream_ && fd == stream_->fd()) return true;  // tick() applies what arrived
   auto it = held_.find(fd);
   if (it == held_.end()) return false;
   // The successor closed this connection (shutdown), or the client did: so do we, or the
