@@ -135,23 +135,19 @@ void Standby::early_socket_withdrawn(int fd) {
 void Standby::take_back(std::string_view reason) {
   const int64_t detected = successor_gone_at_us_ ? successor_gone_at_us_ : monotonic_us();
   std::vector<InheritedSocket> sockets;
-  size_t closed = 0;
+  std::vector<Held> connections;
   for (auto& [fd, h] : held_) {
     if (h.tag == kControlTag) {
       if (!host_.control_listener) (void)host_.adopt_control(std::move(h.fd));
-      continue;
-    }
-    if (h.tag == "listener") {
+    } else if (h.tag == "listener") {
       sockets.push_back({std::move(h.fd), h.tag, "", false});
-      continue;
+    } else {
+      host_.unwatch(fd);
+      connections.push_back(std::move(h));
     }
-    // What the successor had read from this connection, or owed it, died with it: close
-    // it now rather than leave its client waiting for a reply that will not come.
-    host_.unwatch(fd);
-    ::shutdown(fd, SHUT_RDWR);
-    ++closed;
   }
   held_.clear();
+  const size_t closed = connections.size();
   host_.generation += 2;  // past the successor's generation: this is a new handoff
   handoff::TimelineRecord rec;
   rec.generation = host_.generation;
@@ -162,6 +158,10 @@ void Standby::take_back(std::string_view reason) {
   rec.total_us = monotonic_us() - started_us_;
   rec.blackout_us = detected;  // a start time until resume() subtracts it
   resume(std::move(sockets), std::move(rec));
+  // What the successor had read from these connections, or owed them, died with it: close
+  // them now rather than leave a client waiting for a reply that will not come. After the
+  // listeners serve again: a shutdown sends a FIN (~20 us each; 1,000 took 26 ms).
+  for (Held& h : connections) ::shutdown(h.fd.get(), SHUT_RDWR);
 }
 
 void Standby::serve(std::vector<handoff::HandoffSocket> sockets, const handoff::Commit& commit,
