@@ -37,15 +37,11 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
-namespace {
-
-std::string seconds(int64_t us) {
+std::string seconds_text(int64_t us) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
   return buf;
 }
-
-}  // namespace
 
 std::string_view message_name(const Message& m) {
   static constexpr std::string_view kNames[] = {
@@ -224,7 +220,7 @@ void IncumbentMachine::on_message(const Message& m) {
     env_.log(std::string(rolling_back_ ? "rollback" : "upgrade") + " to generation " +
              std::to_string(generation_) + " committed" +
              (committed_probation_ms_
-                  ? "; standing by for " + seconds(committed_probation_ms_ * int64_t{1000})
+                  ? "; standing by for " + seconds_text(committed_probation_ms_ * int64_t{1000})
                   : std::string()));
     env_.committed(*s, committed_probation_ms_);
     return;
@@ -275,7 +271,7 @@ void IncumbentMachine::tick() {
   switch (phase_) {
     case IncumbentPhase::kAwaitHello:
       if (now >= deadline_us_) {
-        return abort("successor sent no HELLO within " + seconds(timeouts_.hello_us));
+        return abort("successor sent no HELLO within " + seconds_text(timeouts_.hello_us));
       }
       return;
     case IncumbentPhase::kCheckpointing: {
@@ -315,7 +311,7 @@ void IncumbentMachine::tick() {
       }
       if (!restored_at_us_) {
         if (now >= deadline_us_) {
-          return abort("successor did not restore within " + seconds(timeouts_.restored_us));
+          return abort("successor did not restore within " + seconds_text(timeouts_.restored_us));
         }
         return;
       }
@@ -334,7 +330,7 @@ void IncumbentMachine::tick() {
         return freeze();
       }
       if (now - *restored_at_us_ > lag_.converge_within_us) {
-        return abort("deltas did not converge within " + seconds(lag_.converge_within_us) +
+        return abort("deltas did not converge within " + seconds_text(lag_.converge_within_us) +
                      " of RESTORED (backlog " + std::to_string(backlog) + " bytes)");
       }
       return;
@@ -342,12 +338,12 @@ void IncumbentMachine::tick() {
     case IncumbentPhase::kAwaitPrepared:
       if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
       if (now >= deadline_us_) {
-        return abort("successor sent no PREPARED within " + seconds(timeouts_.prepared_us));
+        return abort("successor sent no PREPARED within " + seconds_text(timeouts_.prepared_us));
       }
       return;
     case IncumbentPhase::kAwaitServing:
       if (now >= deadline_us_) {
-        return abort("successor sent no SERVING within " + seconds(timeouts_.prepared_us) +
+        return abort("successor sent no SERVING within " + seconds_text(timeouts_.prepared_us) +
                      " of COMMIT");
       }
       return;

@@ -46,6 +46,8 @@ struct TimelineRecord {
 
 /// Escapes `s` for use inside a JSON string.
 std::string json_escape(std::string_view s);
+/// "2.5 s": a duration in microseconds for an operator's message.
+std::string seconds_text(int64_t us);
 
 // ---------------------------------------------------------------- incumbent
 

@@ -6,16 +6,6 @@
 #include <cstdio>
 
 namespace baton::handoff {
-namespace {
-
-std::string seconds(int64_t us) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
-  return buf;
-}
-
-}  // namespace
-
 std::string_view to_string(ProbationPhase phase) {
   switch (phase) {
     case ProbationPhase::kOn:
@@ -246,7 +236,7 @@ void StandbyMachine::tick() {
     return exit("the successor closed the link without PROMOTE and is still running", false);
   }
   if (phase_ == StandbyPhase::kStandingBy && now >= ends_at_us_) {
-    exit("no PROMOTE " + seconds(kStandbyGraceUs) + " past the end of the window", false);
+    exit("no PROMOTE " + seconds_text(kStandbyGraceUs) + " past the end of the window", false);
   }
 }
 

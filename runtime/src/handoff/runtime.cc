@@ -32,12 +32,6 @@ constexpr const char* kEnvControl = "BATON_CONTROL_FD";
 constexpr const char* kEnvStream = "BATON_STREAM_FD";
 constexpr const char* kEnvGeneration = "BATON_GENERATION";
 
-std::string ms_text(int64_t us) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
-  return buf;
-}
-
 }  // namespace
 
 class Runtime::Impl {
@@ -159,7 +153,7 @@ class Runtime::Impl {
     if (probation_) {
       const std::string why =
           "upgrade request refused: generation " + std::to_string(host_.generation) +
-          " is on probation for " + ms_text(probation_->machine().remaining_us()) +
+          " is on probation for " + handoff::seconds_text(probation_->machine().remaining_us()) +
           " more; promote it (batonctl promote) or roll it back (batonctl rollback) first";
       host_.say(why);
       return Error(ErrorKind::kState, why);
