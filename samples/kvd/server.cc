@@ -369,7 +369,9 @@ int Server::run(int signal_fd) {
           if (!frozen_) accept_from(fd);
           break;
         case kConnTag: {
-          Conn* c = conns_[static_cast<size_t>(fd)].get();
+          // An early socket (a successor's or a rollback's) is watched before it is adopted.
+          Conn* c = static_cast<size_t>(fd) < conns_.size() ? conns_[static_cast<size_t>(fd)].get()
+                                                            : nullptr;
           if (c != nullptr && !c->dropped && !frozen_) serve(*c);
           break;
         }
@@ -472,10 +474,13 @@ void Server::standby() {
   accept_more_.clear();
   held_.clear();
   clients_ = 0;
-  frozen_ = false;  // nothing to serve: the loop runs only the runtime
+  // Frozen until resume(): a rollback's sockets arrive early and are watched before the
+  // successor lets go of them; their events must not be served here meanwhile.
+  frozen_ = true;
 }
 
 void Server::resume(std::vector<baton::InheritedSocket> sockets) {
+  frozen_ = false;
   for (baton::InheritedSocket& s : sockets) {
     if (s.tag == "listener") {
       listen_on(std::move(s.fd), s.early);
