@@ -49,6 +49,14 @@ size_t capacity_for(uint64_t estimate) {
   return format::kDataOffset + 2 * estimate + (size_t{64} << 20);
 }
 
+Error no_room(Error e, uint64_t estimate) {
+  return Error(e.kind(),
+               e.message() + "; a checkpoint of about " + std::to_string(estimate) +
+                   " bytes of state needs that memory: give the server more (in a container, a "
+                   "larger --shm-size or memory limit) and upgrade again",
+               e.sys_errno());
+}
+
 // How far ahead of the writer pages are populated: enough to hide a slice's faults,
 // small enough that little beyond the end is populated and then truncated away.
 constexpr size_t kPrefaultWindow = size_t{32} << 20;
@@ -81,6 +89,16 @@ struct CheckpointWriter::Impl {
   uint32_t section_crc = 0;
   bool failed = false;
   bool finished = false;
+  uint64_t estimate = 0;  // the sections' own guess of their size, for messages
+
+  // Makes [0, end) of the segment safe to write; a full /dev/shm or memory limit fails
+  // the checkpoint here, with what was needed, instead of faulting later.
+  Result<void> reserve(size_t end) {
+    auto r = segment->reserve(end);
+    if (r.ok()) return ok();
+    failed = true;
+    return no_room(std::move(r).error(), estimate);
+  }
 
   ~Impl() {
     if (prefaulter) prefaulter->stop();
@@ -110,6 +128,9 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   for (Section* s : registry.sections()) estimate += s->estimate_bytes();
   BATON_ASSIGN_OR_RETURN(
       auto segment, ShmSegment::create(capacity_for(estimate), options.pages, options.name_prefix));
+  if (auto r = segment->reserve(format::kDataOffset); !r.ok()) {  // the header's page
+    return no_room(std::move(r).error(), estimate);
+  }
   auto impl = std::make_unique<Impl>();
   impl->registry = &registry;
   impl->options = options;
@@ -117,9 +138,12 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   impl->stats.capacity_bytes = segment->size();
   impl->stats.page_kind = segment->page_kind();
   impl->segment = std::move(segment);
+  impl->estimate = estimate;
   if (options.prefault) {
-    impl->prefaulter = std::make_unique<Prefaulter>(impl->segment->data(), impl->segment->size(),
-                                                    Prefaulter::Mode::kWrite, kPrefaultWindow);
+    ShmSegment* seg = impl->segment.get();
+    impl->prefaulter = std::make_unique<Prefaulter>(
+        seg->data(), seg->size(), Prefaulter::Mode::kWrite, kPrefaultWindow,
+        [seg](size_t end) { return seg->reserve(end).ok(); });
     impl->stats.prefaulted = impl->prefaulter->active();
   }
   impl->descs.resize(registry.sections().size());
@@ -158,8 +182,19 @@ Result<bool> CheckpointWriter::step() {
     }
     std::byte* at = w.segment->data() + w.pos;
     auto& records = w.sink.records();
-    auto encoded = serialization::encode_chunk(records, at + sizeof(format::ChunkHeader),
-                                               room - sizeof(format::ChunkHeader));
+    // Reserve what the chunk likely needs (its payload plus Cap'n Proto's framing); one
+    // that needs more gets twice the room, until the segment's end.
+    size_t want = sizeof(format::ChunkHeader) + 2 * w.sink.bytes() + 64 * records.size() + 4096;
+    Result<size_t> encoded = 0;
+    for (;;) {
+      want = std::min(want, room);
+      BATON_TRY(w.reserve(w.pos + want));
+      encoded = serialization::encode_chunk(records, at + sizeof(format::ChunkHeader),
+                                            want - sizeof(format::ChunkHeader));
+      if (encoded.ok() || encoded.error().kind() != ErrorKind::kCapacity || want == room) break;
+      std::memset(at, 0, want);  // the encoder writes into zeroed memory only
+      want *= 2;
+    }
     if (!encoded.ok()) {
       w.failed = true;
       return std::move(encoded).error().with_context("checkpoint section '" + s->name() + "'");

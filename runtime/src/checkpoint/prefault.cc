@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace baton {
 namespace {
@@ -11,8 +12,11 @@ constexpr size_t kStep = size_t{2} << 20;
 constexpr size_t kPage = 4096;
 }  // namespace
 
-Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window)
-    : advice_(mode == Mode::kWrite ? MADV_POPULATE_WRITE : MADV_POPULATE_READ), window_(window) {
+Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window,
+                       std::function<bool(size_t end)> reserve)
+    : advice_(mode == Mode::kWrite ? MADV_POPULATE_WRITE : MADV_POPULATE_READ),
+      window_(window),
+      reserve_(std::move(reserve)) {
   // madvise needs page-aligned ranges; heap arrays are not. Populate the whole pages
   // inside [base, base + size).
   auto lo = reinterpret_cast<uintptr_t>(base);
@@ -21,6 +25,7 @@ Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window)
   base_ = reinterpret_cast<std::byte*>(aligned);
   size_ = (size - (aligned - lo)) / kPage * kPage;
   offset_ = aligned - lo;
+  if (reserve_ && !reserve_(offset_ + kPage)) return;
   if (::madvise(base_, kPage, advice_) != 0) return;  // EINVAL: kernel without it
   thread_ = std::thread([this] { run(); });
 }
@@ -60,7 +65,8 @@ void Prefaulter::run() {
     done = std::max(done, consumer / kPage * kPage);  // never behind the consumer
     while (done < target && !stopping_.load(std::memory_order_relaxed)) {
       size_t n = std::min(kStep, size_ - done);
-      if (::madvise(base_ + done, n, advice_) != 0) return;  // e.g. ENOMEM: give up quietly
+      if (reserve_ && !reserve_(offset_ + done + n)) return;  // full: the writer reports it
+      if (::madvise(base_ + done, n, advice_) != 0) return;   // e.g. ENOMEM: give up quietly
       done += n;
     }
     if (done >= size_) return;

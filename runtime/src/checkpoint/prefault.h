@@ -1,12 +1,14 @@
 // Prefaulter: populates a mapping's pages on a helper thread, a window ahead of the
 // thread that writes or reads it, so page faults (the dominant cost of a fresh 4 KiB
 // shmem segment) run on another core. MADV_POPULATE_* changes no bytes, so the helper
-// never races the consumer's data.
+// never races the consumer's data. Over a sparse segment it reserves each range first
+// (ShmSegment::reserve), so populating never faults a page tmpfs cannot supply.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -17,7 +19,10 @@ class Prefaulter {
   enum class Mode { kRead, kWrite };
   /// Starts the helper over the whole pages inside [base, base + size), unless the range
   /// holds none or the kernel lacks MADV_POPULATE_READ/WRITE (before 5.14).
-  Prefaulter(std::byte* base, size_t size, Mode mode, size_t window);
+  /// `reserve(end)`, when given, must make [base, base + end) safe to touch; the helper
+  /// stops at its first false (the consumer meets the same failure itself).
+  Prefaulter(std::byte* base, size_t size, Mode mode, size_t window,
+             std::function<bool(size_t end)> reserve = {});
   ~Prefaulter();
   Prefaulter(const Prefaulter&) = delete;
   Prefaulter& operator=(const Prefaulter&) = delete;
@@ -38,6 +43,7 @@ class Prefaulter {
   size_t offset_ = 0;          // from the caller's base to base_
   int advice_;
   size_t window_;
+  std::function<bool(size_t)> reserve_;
   std::mutex mu_;
   std::condition_variable cv_;
   size_t consumer_ = 0;

@@ -2,11 +2,14 @@
 #include "segment.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/permissions.hpp>
@@ -172,14 +175,18 @@ Result<std::unique_ptr<ShmSegment>> ShmSegment::create(size_t capacity, PagePoli
     BATON_TRY(BATON_SYSCALL(::fchmod(seg->fd_.get(), 0600), name));  // memfds start 0777
     capacity = round_up(capacity, pool.page_bytes);
     seg->huge_page_bytes_ = pool.page_bytes;
-  } else if (kind == PageKind::kTransparentHuge && thp == ThpSource::kMemfd) {
+  } else if (kind == PageKind::kTransparentHuge && thp == ThpSource::kDevShm) {
+    // Only a /dev/shm mounted with huge= gives these pages; its size= bounds them.
+    BATON_ASSIGN_OR_RETURN(seg->fd_, create_unlinked_shm(name_prefix));
+    seg->in_dev_shm_ = true;
+    capacity = round_up(capacity, kHugePage);
+  } else {
+    // 4 KiB pages, or THP where shmem_enabled governs the kernel's own shm mount: a memfd,
+    // which /dev/shm's size= (64 MiB in a default Docker container) does not bound.
     auto fd = BATON_SYSCALL(::memfd_create(name.c_str(), MFD_CLOEXEC), name);
     if (!fd.ok()) return std::move(fd).error();
     seg->fd_.reset(fd.value());
     BATON_TRY(BATON_SYSCALL(::fchmod(seg->fd_.get(), 0600), name));  // memfds start 0777
-    capacity = round_up(capacity, kHugePage);
-  } else {
-    BATON_ASSIGN_OR_RETURN(seg->fd_, create_unlinked_shm(name_prefix));
     if (kind == PageKind::kTransparentHuge) capacity = round_up(capacity, kHugePage);
   }
   BATON_TRY(BATON_SYSCALL(::ftruncate(seg->fd_.get(), static_cast<off_t>(capacity)),
@@ -193,6 +200,40 @@ Result<std::unique_ptr<ShmSegment>> ShmSegment::create(size_t capacity, PagePoli
   }
   seg->kind_ = kind;
   return seg;
+}
+
+std::string_view ShmSegment::backing() const {
+  if (in_dev_shm_) return "/dev/shm";
+  return kind_ == PageKind::kHugetlb ? "the hugetlb pool (memfd)" : "memory (memfd)";
+}
+
+Result<void> ShmSegment::reserve(size_t end) {
+  const size_t page = kind_ == PageKind::kHugetlb ? huge_page_bytes_ : size_t{4096};
+  end = std::min(round_up(end, page), size_);
+  size_t from = reserved_.load(std::memory_order_acquire);
+  if (end <= from) return ok();
+  int rc;
+  do {
+    rc = ::fallocate(fd_.get(), 0, static_cast<off_t>(from), static_cast<off_t>(end - from));
+  } while (rc != 0 && errno == EINTR);  // tmpfs stops a long fallocate for any signal
+  if (rc != 0) {
+    const int err = errno;
+    std::string what = "cannot allocate " + std::to_string(end - from) + " bytes of " +
+                       std::string(backing()) + " for the checkpoint after " +
+                       std::to_string(from) + " bytes";
+    struct statfs fs;
+    if (in_dev_shm_ && ::statfs("/dev/shm", &fs) == 0) {
+      what += " (/dev/shm: " + std::to_string(static_cast<uint64_t>(fs.f_bsize) * fs.f_blocks) +
+              " bytes, " + std::to_string(static_cast<uint64_t>(fs.f_bsize) * fs.f_bavail) +
+              " free)";
+    }
+    return Error(err == ENOSPC || err == ENOMEM ? ErrorKind::kCapacity : ErrorKind::kSystem, what,
+                 err);
+  }
+  // Another thread may have gone further meanwhile: keep the larger mark.
+  while (from < end && !reserved_.compare_exchange_weak(from, end, std::memory_order_acq_rel)) {
+  }
+  return ok();
 }
 
 Result<std::unique_ptr<ShmSegment>> ShmSegment::map_readonly(int fd, size_t max_bytes) {
@@ -223,6 +264,8 @@ Result<void> ShmSegment::shrink(size_t bytes) {
   if (kind_ == PageKind::kHugetlb) bytes = round_up(bytes, huge_page_bytes_);  // whole pages
   BATON_TRY(BATON_SYSCALL(::ftruncate(fd_.get(), static_cast<off_t>(bytes)),
                           "shrinking checkpoint segment to ", bytes, " bytes"));
+  size_ = std::min(size_, bytes);
+  reserved_.store(std::min(reserved(), bytes), std::memory_order_release);
   return ok();
 }
 
