@@ -5,6 +5,7 @@
 // runs each test alone), so nothing leaks into the machine's /dev/shm or process tree.
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <string>
@@ -101,6 +102,83 @@ TEST(Hardening, FullDevShmAbortsTheUpgradeWithWhatWasNeeded) {
   EXPECT_NE(e.find("--shm-size"), std::string::npos) << e;
   EXPECT_EQ(s.serving_pid(), before);
   expect_loaded(c, kBigKeys, kBigValue);
+}
+
+long status_kib(pid_t pid, const std::string& field) {
+  const std::string s = testing::slurp("/proc/" + std::to_string(pid) + "/status");
+  const auto at = s.find(field + ":");
+  return at == std::string::npos ? -1 : std::atol(s.c_str() + at + field.size() + 1);
+}
+
+// The sockets among a process's fds.
+size_t open_sockets(pid_t pid) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    n += fs::read_symlink(it->path(), ec).string().rfind("socket:", 0) == 0;
+  }
+  return n;
+}
+
+// Upgrades through the control socket (pids in the pidfile are the namespace's, not
+// ours to signal) and promotes; true once the new generation serves for good.
+bool upgrade_and_promote(testing::ServerProcess& s) {
+  const std::string ctl = s.dir() + "/ctl";
+  const size_t before = s.events().size();
+  if (testing::control_command(ctl, "upgrade").rfind("ok:", 0) != 0) return false;
+  if (!eventually([&] { return s.events().size() > before; }, 60)) return false;
+  if (s.events().back().find("\"outcome\":\"committed\"") == std::string::npos) return false;
+  if (!eventually([&] {
+        return testing::control_command(ctl, "status").find("\"phase\":\"probation\"") !=
+               std::string::npos;
+      })) {
+    return false;
+  }
+  if (testing::control_command(ctl, "promote").rfind("ok:", 0) != 0) return false;
+  return eventually([&] {
+    return s.events().size() > before + 1 &&
+           s.events().back().find("\"outcome\":\"promoted\"") != std::string::npos;
+  });
+}
+
+// Case 2: kvd as PID 1 of a PID namespace (`docker run image kvd`). The old process used
+// to exit after the handoff, and the kernel then killed its namespace, successor and all.
+// Now PID 1 stays as the namespace's init, re-executed with none of the server's memory
+// or fds, while two generations in turn serve every key; SIGTERM to it stops the server
+// and then it, as `docker stop` does.
+TEST(Hardening, Pid1OfANamespaceStaysAsItsInitAndTheSuccessorServes) {
+  if (::unshare(CLONE_NEWPID) != 0) GTEST_SKIP() << "unshare(CLONE_NEWPID): " << strerror(errno);
+  testing::ServerProcess s(KVD_BIN, {"--control", "{dir}/ctl"});
+  ASSERT_TRUE(s.in_pid_namespace());
+  ASSERT_EQ(s.serving_pid(), 1) << "the server is its namespace's init";
+  const pid_t init = s.first_pid();  // the same process, by the pid we know it by
+  RespClient c(s.port());
+  ASSERT_TRUE(c.connected());
+  constexpr int kKeys = 600;  // about 40 MB
+  load(c, kKeys, kBigValue);
+  const long rss_serving = status_kib(init, "VmRSS");
+  ASSERT_GT(rss_serving, 30'000);
+
+  ASSERT_TRUE(upgrade_and_promote(s)) << s.log();
+  EXPECT_NE(s.serving_pid(), 1);
+  ASSERT_TRUE(eventually([&] { return status_kib(init, "VmRSS") < rss_serving / 4; }, 10))
+      << "PID 1 still holds " << status_kib(init, "VmRSS") << " KiB; it held " << rss_serving
+      << " KiB serving\n"
+      << s.log();
+  EXPECT_EQ(open_sockets(init), 0u) << "PID 1 keeps no client's socket open";
+  expect_loaded(c, kKeys, kBigValue);  // the same connection, served by the successor
+
+  // The successor's own successor: the successor exits, and its child is PID 1's orphan.
+  ASSERT_TRUE(upgrade_and_promote(s)) << s.log();
+  expect_loaded(c, kKeys, kBigValue);
+  EXPECT_EQ(c.call({"SET", "after", "two"}), "OK");
+
+  ASSERT_EQ(::kill(init, SIGTERM), 0);
+  const int status = testing::wait_process(init, 20);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n"
+                                                             << s.log();
+  EXPECT_NE(s.log().find("stopping"), std::string::npos) << "the serving kvd got the SIGTERM";
 }
 
 }  // namespace

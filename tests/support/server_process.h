@@ -85,6 +85,14 @@ class ServerProcess {
       first_pid_ = 0;
     }
     posix_spawn_file_actions_destroy(&fa);
+    // Spawned after the test's unshare(CLONE_NEWPID), the server is PID 1 of a namespace
+    // and its pidfile holds that namespace's pids, which are not ours to signal.
+    const std::string status = slurp("/proc/" + std::to_string(first_pid_) + "/status");
+    if (auto at = status.find("NSpid:"); at != std::string::npos) {
+      const std::string line = status.substr(at, status.find('\n', at) - at);
+      in_pid_namespace_ = line.find_first_of(" \t", line.find_first_of("0123456789")) <
+                          line.find_last_of("0123456789");
+    }
     eventually([&] { return !slurp(dir_ + "/port").empty() && serving_pid() > 0; }, 10);
     port_ = std::atoi(slurp(dir_ + "/port").c_str());
   }
@@ -92,7 +100,8 @@ class ServerProcess {
   ~ServerProcess() {
     // Kill what we started (the first process and the generations the pidfile names),
     // then reap every child, within a deadline.
-    for (pid_t p : {serving_pid(), first_pid_})
+    // In a PID namespace, killing its init (first_pid_) kills every process in it.
+    for (pid_t p : {in_pid_namespace_ ? 0 : serving_pid(), first_pid_})
       if (p > 0) ::kill(p, SIGKILL);
     auto until = Clock::now() + std::chrono::seconds(10);
     while (Clock::now() < until) {
@@ -106,6 +115,9 @@ class ServerProcess {
   int port() const { return port_; }
   const std::string& dir() const { return dir_; }
   pid_t first_pid() const { return first_pid_; }
+  /// Whether the server runs as PID 1 of its own PID namespace (then pids it writes are
+  /// that namespace's).
+  bool in_pid_namespace() const { return in_pid_namespace_; }
   pid_t serving_pid() const { return std::atoi(slurp(dir_ + "/pid").c_str()); }
   std::string log() const { return slurp(dir_ + "/log"); }
   std::vector<std::string> events() const {
@@ -123,6 +135,7 @@ class ServerProcess {
  private:
   std::string dir_;
   pid_t first_pid_ = 0;
+  bool in_pid_namespace_ = false;
   int port_ = 0;
 };
 

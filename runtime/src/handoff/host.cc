@@ -85,6 +85,7 @@ std::string describe_exit(int status) {
 }
 
 Result<void> Host::init(int argc, char** argv) {
+  argv0 = argc > 0 ? argv[0] : "";
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
   char path[4096];
   const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);

@@ -71,6 +71,7 @@ struct Host {
   RuntimeOptions options;
   FailPoints failpoints;
   Registry registry;
+  std::string argv0;
   std::vector<std::string> args;  // argv[1..]
   std::string exe;                // the path this process was started from
   UniqueFd signal_fd, epoll, control_listener;
@@ -78,6 +79,7 @@ struct Host {
   UpgradeHooks* hooks = nullptr;
   EarlySockets* early_sink = nullptr;  // where early sockets go, successor or standby
   std::string last_timeline;
+  bool handed_off = false;  // a successor serves for good; this process only has to go
 
  private:
   int saved_policy_ = -1;  // while idle_priority(true) holds

@@ -280,6 +280,7 @@ void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms
     if (pidfd_) host_.unwatch(pidfd_.get());
     pidfd_.reset();
     frozen_.clear();
+    host_.handed_off = true;
     if (host_.hooks) host_.hooks->committed();
     return;
   }

@@ -21,6 +21,7 @@
 #include "handoff/host.h"
 #include "handoff/incumbent.h"
 #include "handoff/probation_shell.h"
+#include "handoff/reaper.h"
 #include "handoff/standby.h"
 #include "handoff/successor.h"
 
@@ -45,6 +46,14 @@ class Runtime::Impl {
     probation_.reset();
     incumbent_.reset();
     successor_.reset();
+    if (host_.handed_off && ::getpid() == 1) {
+      // PID 1 of a namespace: exiting would kill the successor (handoff/reaper.h).
+      std::vector<std::string> argv = host_.args;
+      argv.insert(argv.begin(), host_.argv0);
+      host_.say("PID 1 cannot re-execute as a reaper (" + exec_reaper(argv, host_.options.pidfile) +
+                "); reaping with the server's memory still held");
+      reap_in_place(host_.options.pidfile);
+    }
   }
 
   Result<void> init(int argc, char** argv) {
@@ -304,6 +313,7 @@ class Runtime::Impl {
 };
 
 Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeOptions options) {
+  run_reaper_if_asked();  // PID 1 re-executed after a handoff never returns from here
   const char* spec = std::getenv("BATON_FAILPOINTS");
   BATON_ASSIGN_OR_RETURN(FailPoints fp, FailPoints::parse(spec ? spec : ""));
   auto impl = std::make_unique<Impl>(std::move(options), std::move(fp));

@@ -210,6 +210,7 @@ void Standby::exit_standby(std::string_view reason) {
   successor_pid_ = 0;
   if (pidfd_) host_.unwatch(pidfd_.get());
   pidfd_.reset();
+  host_.handed_off = true;
   if (host_.hooks) host_.hooks->committed();
 }
 
