@@ -5,9 +5,14 @@
 // runs each test alone), so nothing leaks into the machine's /dev/shm or process tree.
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
+#include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -62,8 +67,9 @@ void expect_loaded(RespClient& c, int count, size_t bytes) {
   }
 }
 
-constexpr int kBigKeys = 1300;          // 85 MB of values: more than Docker's /dev/shm
-constexpr size_t kBigValue = 64 << 10;  //
+constexpr size_t kControlConnections = 8;  // ControlServer::kMaxConnections
+constexpr int kBigKeys = 1300;             // 85 MB of values: more than Docker's /dev/shm
+constexpr size_t kBigValue = 64 << 10;     //
 
 // Case 1, Docker's default: a 64 MiB /dev/shm and 85 MB of state. The checkpoint used to
 // be a sparse /dev/shm object; the writer touched a page tmpfs could not supply, and the
@@ -179,6 +185,111 @@ TEST(Hardening, Pid1OfANamespaceStaysAsItsInitAndTheSuccessorServes) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n"
                                                              << s.log();
   EXPECT_NE(s.log().find("stopping"), std::string::npos) << "the serving kvd got the SIGTERM";
+}
+
+UniqueFd dial_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), std::min(path.size(), sizeof addr.sun_path - 1));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return {};
+  timeval tv{5, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+// Case 3: control connections that never send a command used to be read with a 1 s
+// blocking timeout each, on the server's loop, before the peer was even checked; five
+// froze every client for 5 s. Now twelve silent ones cost the clients nothing: the
+// loop answers a PING at once, the ninth and later are told the server is busy, and
+// each silent one is closed with an error after its deadline.
+TEST(Hardening, SilentControlConnectionsNeverStallTheLoop) {
+  Kvd s(KVD_BIN);
+  RespClient c(s.port());
+  ASSERT_EQ(c.call({"PING"}), "PONG");
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 12; ++i) {
+    silent.push_back(dial_unix(s.control_path()));
+    ASSERT_TRUE(silent.back()) << i;
+  }
+  const auto t0 = testing::Clock::now();
+  ASSERT_EQ(c.call({"PING"}), "PONG");
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(testing::Clock::now() - t0);
+  // Before: one blocking second per silent connection (12 s). A loose bound: this is a
+  // stall test, not a latency measurement.
+  EXPECT_LT(ms.count(), 500) << "a PING took " << ms.count() << " ms";
+  size_t busy = 0, timed_out = 0;
+  for (UniqueFd& fd : silent) {
+    const std::string r = read_all(fd.get());
+    busy += r.rfind("error: busy", 0) == 0;
+    timed_out += r.rfind("error: no command within", 0) == 0;
+  }
+  EXPECT_EQ(busy, 12u - kControlConnections);
+  EXPECT_EQ(timed_out, kControlConnections);
+  EXPECT_NE(s.control("status").find("\"phase\":\"serving\""), std::string::npos);
+}
+
+// Case 6: --control used to unlink whatever was at the path, a regular file included,
+// and a second server silently took a live server's socket. Now a file is refused, a
+// live socket is refused naming its pid, and only a stale one is replaced.
+TEST(Hardening, ControlPathThatIsAFileOrALiveSocketIsRefused) {
+  Kvd s(KVD_BIN);
+  const std::string file = s.dir() + "/not-a-socket";
+  { std::ofstream(file) << "precious\n"; }
+  const std::string out = s.dir() + "/second.out";
+  auto second = [&](const std::string& path) {
+    const pid_t p = testing::spawn_process(
+        {KVD_BIN, "--port", "0", "--control", path, "--probation-ms", "0"}, out);
+    return testing::wait_process(p, 10);
+  };
+  int status = second(file);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
+  EXPECT_NE(testing::slurp(out).find("exists and is not a socket"), std::string::npos)
+      << testing::slurp(out);
+  EXPECT_EQ(testing::slurp(file), "precious\n");
+
+  status = second(s.control_path());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
+  EXPECT_NE(testing::slurp(out).find("belongs to a running server (pid " +
+                                     std::to_string(s.serving_pid()) + ")"),
+            std::string::npos)
+      << testing::slurp(out);
+  EXPECT_NE(s.control("status").find("\"pid\":" + std::to_string(s.serving_pid())),
+            std::string::npos)
+      << "the first server keeps its socket";
+}
+
+// Case 6, the rest: the path used to stay behind at exit. Now whoever serves last
+// removes it (here a successor, after an upgrade), and a stale one left by a SIGKILL is
+// replaced by the next server.
+TEST(Hardening, ControlPathIsRemovedAtExitAndAStaleOneReplaced) {
+  Kvd s(KVD_BIN);
+  ASSERT_GT(s.upgrade_to(KVD_BIN), 0) << s.log();
+  ASSERT_TRUE(fs::exists(s.control_path()));
+  ASSERT_EQ(::kill(s.serving_pid(), SIGTERM), 0);
+  EXPECT_TRUE(eventually([&] { return !fs::exists(s.control_path()); }, 10)) << s.log();
+
+  // A stale socket: bound, never listened on or closed without unlink.
+  const std::string stale = s.dir() + "/stale";
+  {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, stale.data(), stale.size());
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  }
+  testing::ServerProcess next(KVD_BIN, {"--control", stale, "--probation-ms", "0"});
+  EXPECT_GT(next.port(), 0) << next.log();
+  EXPECT_NE(testing::control_command(stale, "status").find("\"phase\":\"serving\""),
+            std::string::npos)
+      << next.log();
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "baton/syscall.h"
+#include "baton/unix_socket.h"
 
 namespace baton {
 namespace {
@@ -136,16 +137,43 @@ Result<void> Host::listen_control() {
                                                   " bytes");
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
-  if (path[0] == '@') {
-    addr.sun_path[0] = '\0';
-  } else {
-    ::unlink(path.c_str());  // a stale socket from a crashed process
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  const bool abstract = path[0] == '@';
+  if (abstract) addr.sun_path[0] = '\0';
+  struct stat st;
+  if (!abstract && ::lstat(path.c_str(), &st) == 0) {
+    // Only a socket nobody listens on is ours to replace: never a file, never a live one.
+    if (!S_ISSOCK(st.st_mode)) {
+      return Error(ErrorKind::kInvalidArgument,
+                   "control socket path " + path +
+                       " exists and is not a socket; refusing to replace it: remove it or "
+                       "choose another --control path");
+    }
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0) {
+      auto peer = peer_credentials(probe.get());
+      return Error(ErrorKind::kState,
+                   "control socket " + path + " belongs to a running server" +
+                       (peer.ok() ? " (pid " + std::to_string(peer->pid) + ")" : std::string()) +
+                       "; stop it, or give this one another --control path");
+    }
+    if (errno != ECONNREFUSED) {
+      return Error(ErrorKind::kSystem,
+                   "control socket " + path + " exists and cannot be probed; remove it if stale",
+                   errno);
+    }
+    ::unlink(path.c_str());  // stale: left by a process that died without removing it
   }
   BATON_ASSIGN_OR_RETURN(int fd, BATON_SYSCALL(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
   UniqueFd l(fd);
-  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
-  BATON_TRY(BATON_SYSCALL(::bind(l.get(), reinterpret_cast<sockaddr*>(&addr), len),
-                          "control socket ", path));
+  if (::bind(l.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    if (errno == EADDRINUSE) {
+      return Error(ErrorKind::kState, "control socket " + path +
+                                          " is in use by another process; stop it, or give "
+                                          "this one another --control path");
+    }
+    return Error(ErrorKind::kSystem, "binding control socket " + path, errno);
+  }
   BATON_TRY(BATON_SYSCALL(::listen(l.get(), 16), "control socket ", path));
   return adopt_control(std::move(l));
 }
@@ -153,7 +181,23 @@ Result<void> Host::listen_control() {
 Result<void> Host::adopt_control(UniqueFd listener) {
   BATON_TRY(set_nonblocking(listener.get()));
   control_listener = std::move(listener);
+  // Remembered so that this process removes the path at exit only while it is still ours.
+  const std::string& path = options.control_socket;
+  struct stat st;
+  if (!path.empty() && path[0] != '@' && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    control_inode_ = {st.st_dev, st.st_ino};
+  }
   return watch(control_listener.get());
+}
+
+void Host::remove_control_path() {
+  if (!control_listener || control_inode_.second == 0) return;
+  struct stat st;
+  const std::string& path = options.control_socket;
+  if (::lstat(path.c_str(), &st) == 0 && st.st_dev == control_inode_.first &&
+      st.st_ino == control_inode_.second) {
+    ::unlink(path.c_str());
+  }
 }
 
 void Host::release_control() {

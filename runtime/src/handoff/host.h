@@ -50,6 +50,9 @@ struct Host {
   Result<void> adopt_control(UniqueFd listener);
   /// Stops watching the listener and closes this process's copy (it was handed over).
   void release_control();
+  /// At exit: removes the socket's path if this process still listens on it and the path
+  /// still names that socket.
+  void remove_control_path();
 
   // --- sockets, as the handoff machines see them
   /// UpgradeHooks::early(), with ids.
@@ -82,6 +85,7 @@ struct Host {
   bool handed_off = false;  // a successor serves for good; this process only has to go
 
  private:
+  std::pair<dev_t, ino_t> control_inode_{0, 0};
   int saved_policy_ = -1;  // while idle_priority(true) holds
   sched_param saved_param_{};
   std::vector<std::pair<pid_t, UniqueFd>> reaping_;

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "baton/unix_socket.h"
+#include "handoff/control_server.h"
 #include "handoff/host.h"
 #include "handoff/incumbent.h"
 #include "handoff/probation_shell.h"
@@ -46,6 +47,7 @@ class Runtime::Impl {
     probation_.reset();
     incumbent_.reset();
     successor_.reset();
+    if (!host_.handed_off) host_.remove_control_path();  // a successor's path is its own
     if (host_.handed_off && ::getpid() == 1) {
       // PID 1 of a namespace: exiting would kill the successor (handoff/reaper.h).
       std::vector<std::string> argv = host_.args;
@@ -114,7 +116,8 @@ class Runtime::Impl {
       if (fd == host_.signal_fd.get()) {
         read_signals();
       } else if (host_.control_listener && fd == host_.control_listener.get()) {
-        serve_control();
+        control_.accept_all(fd);
+      } else if (control_.on_fd(fd)) {
       } else if (probation_ && probation_->on_fd(fd)) {
       } else if (standby_ && standby_->on_fd(fd)) {
       } else if (incumbent_ && incumbent_->on_fd(fd)) {
@@ -125,6 +128,7 @@ class Runtime::Impl {
     if (probation_) probation_->tick();
     if (standby_) standby_->tick();
     if (incumbent_) incumbent_->tick();
+    control_.tick();
     change_roles();
   }
 
@@ -183,35 +187,6 @@ class Runtime::Impl {
   }
 
   // ---------------------------------------------------------------- batonctl socket
-
-  void serve_control() {
-    for (int c;
-         (c = ::accept4(host_.control_listener.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
-      UniqueFd conn(c);
-      timeval tv{1, 0};  // batonctl writes its command at once
-      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      std::string reply;
-      char buf[256];
-      const ssize_t n = ::read(c, buf, sizeof buf - 1);  // read even from a refused peer, so
-                                                         // the close leaves no unread data
-      auto cred = peer_credentials(c);
-      if (!cred.ok() || cred->uid != ::geteuid()) {
-        const unsigned uid = cred.ok() ? cred->uid : ~0u;
-        reply = "error: uid " + std::to_string(uid) +
-                " may not control this process (SO_PEERCRED); only uid " +
-                std::to_string(::geteuid()) + " may\n";
-        host_.say("refused a control connection from pid " +
-                  std::to_string(cred.ok() ? cred->pid : 0) + " uid " + std::to_string(uid));
-      } else {
-        std::string cmd(buf, n > 0 ? static_cast<size_t>(n) : 0);
-        while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
-        reply = control_command(cmd);
-      }
-      (void)!::write(c, reply.data(), reply.size());
-      if (!host_.control_listener) break;  // a command handed it over (rollback)
-    }
-  }
 
   std::string control_command(const std::string& cmd) {
     if (cmd == "upgrade") {
@@ -272,7 +247,8 @@ class Runtime::Impl {
     // successor's clients CPU on two cores. It wakes at once for its successor's death
     // (pidfd) and for control messages, so a rollback does not wait for this.
     if (standby_ && standby_->machine().phase() == handoff::StandbyPhase::kStandingBy) return 5;
-    return upgrading() || probation_ || standby_ ? 1 : -1;
+    if (upgrading() || probation_ || standby_) return 1;
+    return control_.open() > 0 ? 50 : -1;  // a silent batonctl peer's deadline
   }
 
   // ---------------------------------------------------------------- serving
@@ -302,6 +278,7 @@ class Runtime::Impl {
   }
 
   Host host_;
+  ControlServer control_{host_, [this](const std::string& cmd) { return control_command(cmd); }};
   bool is_successor_ = false;
   std::unique_ptr<Successor> successor_;
   std::unique_ptr<Incumbent> incumbent_;
