@@ -55,6 +55,7 @@ struct Server::Conn {
   UniqueFd fd;
   std::string in;  // bytes read but not yet parsed, from in_pos on
   size_t in_pos = 0;
+  kvd::RequestParser parser;  // its progress through the request at in_pos
   std::string out;  // replies not yet written, from out_pos on
   size_t out_pos = 0;
   bool closing = false;  // QUIT or a protocol error: close once `out` is written
@@ -268,7 +269,7 @@ size_t Server::process(Conn& c, std::string_view data) {
     }
 
     size_t used = 0;
-    Parse p = parse_request(data.substr(pos), &args_, &used, &error);
+    Parse p = c.parser.parse(data.substr(pos), &args_, &used, &error);
     if (p == Parse::kNeedMore) break;
     if (p == Parse::kError) {
       reply_error(c.out, error);

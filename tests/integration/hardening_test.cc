@@ -292,5 +292,35 @@ TEST(Hardening, ControlPathIsRemovedAtExitAndAStaleOneReplaced) {
       << next.log();
 }
 
+// Case 4: a client announced a million arguments, sent 7 MB of them, then one byte at a
+// time; each byte re-parsed everything pending (about 20 ms), and every other client
+// waited behind it. Now the parse resumes where it stopped: 100 trickled bytes, each
+// followed by another client's PING, cost about what 100 PINGs cost.
+TEST(Hardening, ATricklingHugeRequestDoesNotStarveOtherClients) {
+  Kvd s(KVD_BIN);
+  RespClient attacker(s.port()), other(s.port());
+  ASSERT_TRUE(attacker.connected() && other.connected());
+  constexpr int kArgs = 1'000'000;
+  constexpr int kTrickled = 100;
+  std::string bulk = "*" + std::to_string(kArgs + 1) + "\r\n";
+  bulk.reserve(8u << 20);
+  for (int i = 0; i < kArgs; ++i) bulk += "$1\r\nx\r\n";
+  bulk += "$" + std::to_string(kTrickled) + "\r\n";
+  ASSERT_TRUE(attacker.send_raw(bulk));
+  ASSERT_EQ(other.call({"PING"}), "PONG");
+  const auto t0 = testing::Clock::now();
+  for (int i = 0; i < kTrickled; ++i) {
+    ASSERT_TRUE(attacker.send_raw("y"));
+    ASSERT_EQ(other.call({"PING"}), "PONG") << i;
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(testing::Clock::now() - t0);
+  // Before: >= 20 ms of re-parsing per byte, 2 s at least. A loose bound: a stall test.
+  EXPECT_LT(ms.count(), 1000) << kTrickled << " trickled bytes and PINGs took " << ms.count()
+                              << " ms";
+  ASSERT_TRUE(attacker.send_raw("\r\n"));
+  EXPECT_EQ(attacker.reply().rfind("(error) ERR unknown command 'x'", 0), 0u);
+  EXPECT_EQ(attacker.call({"PING"}), "PONG") << "the connection is framed still";
+}
+
 }  // namespace
 }  // namespace baton

@@ -75,6 +75,74 @@ TEST(Resp, MalformedFramingIsAnErrorNamingTheProblem) {
   }
 }
 
+// Issue 14, case 4: a request announcing a million arguments, fed a byte at a time, used
+// to be re-parsed from its first byte at every call (20 ms a byte for 7 MB pending). The
+// parser keeps its progress: after a kNeedMore it resumes where it stopped, and the
+// arguments it already has stay parsed.
+TEST(Resp, AParserKeepsItsProgressThroughARequestThatTrickles) {
+  constexpr int kArgs = 100'000;
+  std::string req = "*" + std::to_string(kArgs + 1) + "\r\n";
+  for (int i = 0; i < kArgs; ++i) req += "$2\r\nab\r\n";
+  const std::string last = "$5\r\nlast!\r\n";
+  RequestParser parser;
+  std::vector<std::string_view> args;
+  size_t used = 0;
+  std::string error;
+  ASSERT_EQ(parser.parse(req, &args, &used, &error), Parse::kNeedMore);
+  EXPECT_EQ(parser.pending_args(), static_cast<size_t>(kArgs));
+  EXPECT_EQ(parser.resume_at(), req.size()) << "resumes after what it has parsed";
+  std::string in = req;
+  for (char byte : last) {
+    const size_t before = parser.resume_at();
+    in += byte;
+    Parse p = parser.parse(in, &args, &used, &error);
+    if (in.size() < req.size() + last.size()) {
+      ASSERT_EQ(p, Parse::kNeedMore);
+      EXPECT_EQ(parser.pending_args(), static_cast<size_t>(kArgs)) << "nothing is re-parsed";
+      EXPECT_GE(parser.resume_at(), before);
+    } else {
+      ASSERT_EQ(p, Parse::kDone) << error;
+    }
+  }
+  ASSERT_EQ(args.size(), static_cast<size_t>(kArgs + 1));
+  EXPECT_EQ(args.front(), "ab");
+  EXPECT_EQ(args.back(), "last!");
+  EXPECT_EQ(used, in.size());
+  EXPECT_EQ(parser.pending_args(), 0u) << "ready for the next request";
+}
+
+// Fed in every split, one parser gives what a whole-buffer parse gives, request after
+// request, for multibulk and inline alike.
+TEST(Resp, AParserFedInPiecesMatchesAWholeParse) {
+  const std::string stream =
+      "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\nxy\r\nGET  k\r\n*0\r\n"
+      "*2\r\n$4\r\nECHO\r\n$0\r\n\r\nPING\n";
+  for (size_t step = 1; step <= 7; ++step) {
+    RequestParser parser;
+    std::string in;
+    std::vector<std::string> got;
+    size_t fed = 0;
+    while (fed < stream.size()) {
+      in += stream.substr(fed, step);
+      fed += step;
+      for (;;) {
+        std::vector<std::string_view> args;
+        size_t used = 0;
+        std::string error;
+        Parse p = parser.parse(in, &args, &used, &error);
+        ASSERT_NE(p, Parse::kError) << error;
+        if (p == Parse::kNeedMore) break;
+        std::string joined;
+        for (auto a : args) joined += std::string(a) + "|";
+        got.push_back(joined);
+        in.erase(0, used);
+      }
+    }
+    EXPECT_EQ(got, (std::vector<std::string>{"SET|k|v\r\nxy|", "GET|k|", "", "ECHO||", "PING|"}))
+        << "step " << step;
+  }
+}
+
 TEST(Resp, RepliesAreRedisWireFormat) {
   std::string out;
   reply_ok(out);
