@@ -322,5 +322,41 @@ TEST(Hardening, ATricklingHugeRequestDoesNotStarveOtherClients) {
   EXPECT_EQ(attacker.call({"PING"}), "PONG") << "the connection is framed still";
 }
 
+// Case 5: a server started through a symlink (`current -> releases/r1`) used to spawn the
+// resolved r1 again after the operator switched `current` to r2, and "commit" with no
+// change of version. Now the successor is the path it was started from, and the log
+// names the file spawned, with where it resolves to and its build id.
+TEST(Hardening, AServerStartedThroughASymlinkUpgradesToWhatItNamesNow) {
+  char tmpl[] = "/tmp/baton-it-releases-XXXXXX";
+  const std::string root = ::mkdtemp(tmpl);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { fs::remove_all(dir); }
+  } cleanup{root};
+  for (auto [release, binary] : {std::pair{"r1", KVD_V1_BIN}, std::pair{"r2", KVD_BIN}}) {
+    fs::create_directories(root + "/releases/" + release);
+    fs::copy_file(binary, root + "/releases/" + release + "/kvd");
+  }
+  fs::create_directory_symlink("releases/r1", root + "/current");
+  testing::ServerProcess s(root + "/current/kvd", {"--control", "{dir}/ctl"});
+  RespClient c(s.port());
+  ASSERT_NE(c.call({"INFO"}).find("kvd_schema_version:1"), std::string::npos);
+
+  fs::create_directory_symlink("releases/r2", root + "/current.new");
+  fs::rename(root + "/current.new", root + "/current");  // what a deploy tool does
+  const size_t before = s.events().size();
+  ASSERT_EQ(::kill(s.serving_pid(), SIGUSR2), 0);
+  ASSERT_TRUE(eventually([&] { return s.events().size() > before; }, 60)) << s.log();
+  ASSERT_NE(s.events().back().find("\"outcome\":\"committed\""), std::string::npos)
+      << s.events().back();
+  EXPECT_NE(c.call({"INFO"}).find("kvd_schema_version:2"), std::string::npos)
+      << "the successor must be r2\n"
+      << s.log();
+  const std::string log = s.log();
+  EXPECT_NE(log.find(": " + root + "/current/kvd -> " + root + "/releases/r2/kvd, build id "),
+            std::string::npos)
+      << log;
+}
+
 }  // namespace
 }  // namespace baton

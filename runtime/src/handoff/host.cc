@@ -1,8 +1,10 @@
 // Host: the process-wide plumbing every role shares.
 #include "handoff/host.h"
 
+#include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -15,6 +17,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "baton/syscall.h"
 #include "baton/unix_socket.h"
@@ -85,13 +88,82 @@ std::string describe_exit(int status) {
   return "stopped";
 }
 
+std::string describe_binary(const std::string& path) {
+  std::string out = path;
+  char resolved[4096];
+  if (::realpath(path.c_str(), resolved) != nullptr && path != resolved) {
+    out += std::string(" -> ") + resolved;
+  }
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0)
+    return out + " (unreadable: " + std::strerror(errno) + ")";
+  // The GNU build id, from the ELF program headers' notes: which build this is, exactly.
+  Elf64_Ehdr eh;
+  std::string id;
+  if (::pread(fd.get(), &eh, sizeof eh, 0) == sizeof eh &&
+      std::memcmp(eh.e_ident, ELFMAG, 4) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
+      eh.e_phentsize == sizeof(Elf64_Phdr)) {
+    for (unsigned i = 0; i < eh.e_phnum && i < 64 && id.empty(); ++i) {
+      Elf64_Phdr ph;
+      if (::pread(fd.get(), &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) !=
+              sizeof ph ||
+          ph.p_type != PT_NOTE || ph.p_filesz > 4096) {
+        continue;
+      }
+      std::string notes(ph.p_filesz, '\0');
+      if (::pread(fd.get(), notes.data(), notes.size(), static_cast<off_t>(ph.p_offset)) !=
+          static_cast<ssize_t>(notes.size())) {
+        continue;
+      }
+      for (size_t at = 0; at + sizeof(Elf64_Nhdr) <= notes.size();) {
+        Elf64_Nhdr nh;
+        std::memcpy(&nh, notes.data() + at, sizeof nh);
+        const size_t name_at = at + sizeof nh, desc_at = name_at + ((nh.n_namesz + 3) & ~3u);
+        const size_t next = desc_at + ((nh.n_descsz + 3) & ~3u);
+        if (next > notes.size()) break;
+        if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+            std::memcmp(notes.data() + name_at, "GNU", 4) == 0) {
+          static const char* const kHex = "0123456789abcdef";
+          for (size_t k = 0; k < nh.n_descsz; ++k) {
+            const auto b = static_cast<unsigned char>(notes[desc_at + k]);
+            id += kHex[b >> 4];
+            id += kHex[b & 15];
+          }
+          break;
+        }
+        at = next;
+      }
+    }
+  }
+  char when[32] = "?";
+  tm t;
+  if (::gmtime_r(&st.st_mtime, &t) != nullptr) std::strftime(when, sizeof when, "%FT%TZ", &t);
+  out += ", " + (id.empty() ? std::string("no build id") : "build id " + id) + ", " +
+         std::to_string(st.st_size) + " bytes, modified " + when;
+  return out;
+}
+
 Result<void> Host::init(int argc, char** argv) {
   argv0 = argc > 0 ? argv[0] : "";
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
-  char path[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
-  if (n <= 0) return Error(ErrorKind::kSystem, "readlink /proc/self/exe", errno);
-  exe = std::string(path, static_cast<size_t>(n));
+  // The path this process was started from, as given to execve (AT_EXECFN), symlinks and
+  // all: an operator who switches `current -> releases/r2` means the successor to be r2.
+  // Made absolute now, while the working directory is the one it was relative to.
+  const char* execfn = reinterpret_cast<const char*>(::getauxval(AT_EXECFN));
+  struct stat st;
+  if (execfn != nullptr && *execfn != '\0' && ::stat(execfn, &st) == 0 && S_ISREG(st.st_mode)) {
+    exe = execfn;
+    if (exe[0] != '/') {
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof cwd) != nullptr) exe = std::string(cwd) + "/" + exe;
+    }
+  } else {
+    char path[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n <= 0) return Error(ErrorKind::kSystem, "readlink /proc/self/exe", errno);
+    exe = std::string(path, static_cast<size_t>(n));
+  }
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGUSR2);

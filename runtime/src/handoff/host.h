@@ -28,6 +28,9 @@ inline constexpr const char* kControlTag = "baton.control";
 int64_t monotonic_us();
 /// "exited with status 3", "killed by signal 9".
 std::string describe_exit(int status);
+/// "PATH -> RESOLVED, build id 1f2e..., 24017728 bytes, modified 2026-12-02T06:40:41Z":
+/// which file an upgrade runs, for the log.
+std::string describe_binary(const std::string& path);
 
 struct Host {
   Host(RuntimeOptions opts, FailPoints fps)
@@ -76,7 +79,7 @@ struct Host {
   Registry registry;
   std::string argv0;
   std::vector<std::string> args;  // argv[1..]
-  std::string exe;                // the path this process was started from
+  std::string exe;  // the path this process was started from, symlinks unresolved
   UniqueFd signal_fd, epoll, control_listener;
   uint64_t generation = 1;
   UpgradeHooks* hooks = nullptr;

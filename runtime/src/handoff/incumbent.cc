@@ -148,7 +148,7 @@ Result<void> Incumbent::spawn_successor() {
                           FailPoints::Action::kError);
   BATON_TRY(host_.watch(control_.fd()));
   BATON_TRY(host_.watch(pidfd_.get()));
-  host_.say("spawned successor pid " + std::to_string(pid) + ": " + path);
+  host_.say("spawned successor pid " + std::to_string(pid) + ": " + describe_binary(path));
   return ok();
 }
 
