@@ -358,5 +358,35 @@ TEST(Hardening, AServerStartedThroughASymlinkUpgradesToWhatItNamesNow) {
       << log;
 }
 
+// Case 7: SIGTERM to the successor during the handoff. kvd blocks SIGTERM to read it in
+// its loop, so it stayed pending through take_over(): the upgrade committed, then the
+// successor stopped, and nothing served. Now a pending stop signal aborts the upgrade
+// before the successor serves, and the incumbent serves on with every key.
+TEST(Hardening, SigtermToTheSuccessorDuringTheHandoffAbortsTheUpgrade) {
+  Kvd s(KVD_BIN, {}, "successor.after_restore=delay");
+  RespClient c(s.port());
+  ASSERT_EQ(c.call({"SET", "k", "v"}), "OK");
+  const pid_t incumbent = s.serving_pid();
+  const size_t before = s.events().size();
+  ASSERT_EQ(::kill(incumbent, SIGUSR2), 0);
+  pid_t successor = 0;
+  ASSERT_TRUE(eventually([&] {
+    const std::string log = s.log();
+    const auto at = log.find("spawned successor pid ");
+    if (at != std::string::npos) successor = std::atoi(log.c_str() + at + 22);
+    return successor > 0 && log.find("fail point successor.after_restore") != std::string::npos;
+  }));
+  ASSERT_EQ(::kill(successor, SIGTERM), 0);  // a descendant of the server we started
+  ASSERT_TRUE(eventually([&] { return s.events().size() > before; }, 30)) << s.log();
+  const std::string e = s.events().back();
+  EXPECT_NE(e.find("\"outcome\":\"aborted\""), std::string::npos) << e;
+  EXPECT_NE(e.find("SIGTERM before it served"), std::string::npos) << e;
+  EXPECT_EQ(s.serving_pid(), incumbent) << "the pidfile names the process that serves";
+  EXPECT_EQ(c.call({"GET", "k"}), "v");
+  EXPECT_EQ(c.call({"SET", "k2", "v2"}), "OK");
+  EXPECT_TRUE(eventually([&] { return ::kill(successor, 0) != 0; }, 10))
+      << "the successor stopped and was reaped";
+}
+
 }  // namespace
 }  // namespace baton

@@ -2,8 +2,10 @@
 #include "base/failpoint.h"
 
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 
 namespace baton {
@@ -25,10 +27,12 @@ Result<FailPoints> FailPoints::parse(std::string_view spec) {
       a = Action::kHang;
     } else if (action == "error") {
       a = Action::kError;
+    } else if (action == "delay") {
+      a = Action::kDelay;
     } else {
       return Error(ErrorKind::kInvalidArgument,
                    "BATON_FAILPOINTS: '" + std::string(item) +
-                       "' must be name=crash, name=hang or name=error");
+                       "' must be name=crash, name=hang, name=error or name=delay");
     }
     fp.armed_[std::string(name)] = a;
   }
@@ -55,6 +59,14 @@ Result<void> FailPoints::hit(std::string_view name) const {
       for (;;) ::pause();
     case Action::kError:
       return Error(ErrorKind::kAborted, "fail point " + std::string(name));
+    case Action::kDelay: {
+      std::fprintf(stderr, "baton[%d]: fail point %.*s: delay 500 ms\n",
+                   static_cast<int>(::getpid()), static_cast<int>(name.size()), name.data());
+      timespec d{0, 500'000'000};
+      while (::nanosleep(&d, &d) != 0 && errno == EINTR) {
+      }
+      return ok();
+    }
   }
   return ok();
 }

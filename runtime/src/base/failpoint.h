@@ -12,7 +12,7 @@ namespace baton {
 
 class FailPoints {
  public:
-  enum class Action { kNone, kCrash, kHang, kError };
+  enum class Action { kNone, kCrash, kHang, kError, kDelay };
 
   /// Parses "name=action,...". An unknown action is an error naming it.
   static Result<FailPoints> parse(std::string_view spec);

@@ -79,7 +79,7 @@ struct Host {
   Registry registry;
   std::string argv0;
   std::vector<std::string> args;  // argv[1..]
-  std::string exe;  // the path this process was started from, symlinks unresolved
+  std::string exe;                // the path this process was started from, symlinks unresolved
   UniqueFd signal_fd, epoll, control_listener;
   uint64_t generation = 1;
   UpgradeHooks* hooks = nullptr;

@@ -540,6 +540,8 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
     return tick();
   }
   if (const auto* c = std::get_if<Commit>(&m); c && phase_ == SuccessorPhase::kPrepared) {
+    // The last moment to back out: until SERVING the incumbent can resume.
+    if (std::string why = env_.stop_requested(); !why.empty()) return fail(why);
     commit_ = *c;
     if (protocol_version_ < kProbationProtocolVersion) commit_.probation_ms = 0;
     Serving serving{pid_, 0, {}};
@@ -596,6 +598,9 @@ void SuccessorMachine::on_incumbent_gone() {
 }
 
 void SuccessorMachine::tick() {
+  if (phase_ != SuccessorPhase::kServing && phase_ != SuccessorPhase::kFailed) {
+    if (std::string why = env_.stop_requested(); !why.empty()) return fail(why);
+  }
   if (phase_ == SuccessorPhase::kCatchUp) {
     auto applied = env_.replay_available();
     if (!applied.ok()) return fail("replaying deltas: " + applied.error().to_string());

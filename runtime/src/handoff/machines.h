@@ -188,6 +188,8 @@ class SuccessorEnv {
   /// COMMIT offers probation: start capturing every write for the reverse stream and
   /// describe it in `serving` (its start LSN and this process's sections).
   virtual void begin_reverse_stream(Serving* serving) = 0;
+  /// Why this process must not start serving (a stop signal is pending), or "".
+  virtual std::string stop_requested() { return ""; }
 };
 
 class SuccessorMachine {

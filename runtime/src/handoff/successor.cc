@@ -2,7 +2,10 @@
 #include "handoff/successor.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <utility>
 
 #include "baton/syscall.h"
 
@@ -149,6 +152,19 @@ void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff
             std::to_string(inherited_.size()) + " sockets" + (incumbent_gone ? " (takeover)" : "") +
             (probation_start_ ? "; on probation for " + std::to_string(commit.probation_ms) + " ms"
                               : std::string()));
+}
+
+std::string Successor::stop_requested() {
+  sigset_t pending;
+  if (::sigpending(&pending) != 0) return "";
+  for (auto [sig, name] : {std::pair{SIGTERM, "SIGTERM"}, std::pair{SIGINT, "SIGINT"},
+                           std::pair{SIGHUP, "SIGHUP"}, std::pair{SIGQUIT, "SIGQUIT"}}) {
+    if (sigismember(&pending, sig) == 1) {
+      return std::string("the successor was sent ") + name +
+             " before it served; the incumbent serves on";
+    }
+  }
+  return "";
 }
 
 void Successor::fail(std::string_view reason) {

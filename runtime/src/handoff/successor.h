@@ -47,6 +47,9 @@ class Successor final : public handoff::SuccessorEnv {
              bool incumbent_gone) override;
   void fail(std::string_view reason) override;
   void begin_reverse_stream(handoff::Serving* serving) override;
+  /// A stop signal the server blocks (kvd blocks SIGTERM and SIGINT to read them in its
+  /// loop) is pending: serving would commit an upgrade only to stop at once.
+  std::string stop_requested() override;
 
  private:
   Host& host_;
