@@ -59,13 +59,14 @@ int main(int argc, char** argv) {
                 2);
   }
 
-  // SIGTERM and SIGINT stop the server from its loop; blocked before any thread starts.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGTERM);
-  sigaddset(&stop, SIGINT);
-  sigprocmask(SIG_BLOCK, &stop, nullptr);
-  UniqueFd signals(::signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC));
+  // SIGTERM and SIGINT stop the server from its loop; SIGHUP and SIGUSR1 (a log rotator's,
+  // an operator's stray kill) are logged and ignored rather than killing every key.
+  // Blocked before any thread starts.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&handled, sig);
+  sigprocmask(SIG_BLOCK, &handled, nullptr);
+  UniqueFd signals(::signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC));
 
   TrackedMap map("kvd", KVD_SCHEMA);  // all of kvd's data, and all that survives an upgrade
   kvd::Rollback rollback;

@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -35,6 +36,8 @@ constexpr size_t kOutputHighWater = size_t{1} << 20;
 // cores the successor competes with this loop and the clients for CPU: a throttle that
 // only reorders work would not let it converge.
 constexpr int kThrottledRequestsPerTurn = 256;
+// After EMFILE, how soon accept() is tried again.
+constexpr int kAcceptRetryMs = 10;
 // Redis's client-query-buffer-limit: unparsed input beyond this closes the connection.
 constexpr size_t kMaxQueryBytes = size_t{1} << 30;
 // Inherited connection state: flags byte, decimal input length, ':', input, output.
@@ -56,7 +59,7 @@ struct Server::Conn {
   std::string in;  // bytes read but not yet parsed, from in_pos on
   size_t in_pos = 0;
   kvd::RequestParser parser;  // its progress through the request at in_pos
-  std::string out;  // replies not yet written, from out_pos on
+  std::string out;            // replies not yet written, from out_pos on
   size_t out_pos = 0;
   bool closing = false;  // QUIT or a protocol error: close once `out` is written
   bool eof = false;      // the client sent its last byte: answer it all, then close
@@ -142,7 +145,18 @@ void Server::accept_from(int listener) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE) {
-        std::fprintf(stderr, "kvd: accept: out of file descriptors (raise ulimit -n)\n");
+        // The listener is edge-triggered: no new edge comes for clients already in its
+        // backlog, so try again shortly rather than wait for the next connection.
+        const int64_t now = wall_ms();
+        if (now - emfile_logged_ms_ >= 1000) {
+          std::fprintf(stderr,
+                       "kvd[%d]: accept: out of file descriptors (raise ulimit -n); "
+                       "retrying every %d ms\n",
+                       ::getpid(), kAcceptRetryMs);
+          emfile_logged_ms_ = now;
+        }
+        accept_retry_.push_back(listener);
+        accept_retry_at_ms_ = now + kAcceptRetryMs;
       }
       return;
     }
@@ -339,6 +353,10 @@ int Server::run(int signal_fd) {
           timeout < 0 ? rt_->service_interval_ms() : std::min(timeout, rt_->service_interval_ms());
     }
     if (!frozen_ && (!ready_.empty() || !accept_more_.empty())) timeout = 0;
+    if (!accept_retry_.empty()) {
+      const int wait = static_cast<int>(std::max<int64_t>(0, accept_retry_at_ms_ - wall_ms()));
+      timeout = timeout < 0 ? wait : std::min(timeout, wait);
+    }
     if (!held_.empty()) timeout = std::min(timeout < 0 ? 1 : timeout, 1);
     if (crash_at_ms_ != 0 && wall_ms() >= crash_at_ms_) {
       std::fprintf(stderr, "kvd-crashy[%d]: crashing on purpose\n", ::getpid());
@@ -360,6 +378,13 @@ int Server::run(int signal_fd) {
         case kSignalTag: {
           signalfd_siginfo info;
           if (::read(signal_fd, &info, sizeof info) == sizeof info) {
+            if (info.ssi_signo == SIGHUP || info.ssi_signo == SIGUSR1) {
+              std::fprintf(stderr,
+                           "kvd[%d]: signal %u from pid %u ignored (SIGUSR2 upgrades, SIGTERM "
+                           "stops)\n",
+                           ::getpid(), info.ssi_signo, info.ssi_pid);
+              break;
+            }
             std::fprintf(stderr, "kvd[%d]: signal %u: stopping\n", ::getpid(), info.ssi_signo);
             stop();
             return 0;
@@ -379,6 +404,10 @@ int Server::run(int signal_fd) {
       }
     }
     if (!frozen_) {
+      if (!accept_retry_.empty() && wall_ms() >= accept_retry_at_ms_) {
+        accept_more_.insert(accept_more_.end(), accept_retry_.begin(), accept_retry_.end());
+        accept_retry_.clear();
+      }
       std::vector<int> more;
       more.swap(accept_more_);
       for (int l : more) accept_from(l);
@@ -473,6 +502,7 @@ void Server::standby() {
   ready_.clear();
   dropped_.clear();
   accept_more_.clear();
+  accept_retry_.clear();
   held_.clear();
   clients_ = 0;
   // Frozen until resume(): a rollback's sockets arrive early and are watched before the

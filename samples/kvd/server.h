@@ -89,6 +89,9 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   std::vector<int> ready_;                    // connections with input left to serve next turn
   std::vector<int> dropped_;                  // closed at the end of the loop turn
   std::vector<int> accept_more_;
+  std::vector<int> accept_retry_;  // listeners that hit EMFILE: retried at accept_retry_at_ms_
+  int64_t accept_retry_at_ms_ = 0;
+  int64_t emfile_logged_ms_ = 0;
   std::vector<int> held_;  // connections whose replies wait for writes_durable()
   bool holding_ = false;   // this loop turn, replies wait (probation)
   std::vector<std::string_view> args_;

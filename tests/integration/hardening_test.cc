@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -386,6 +387,41 @@ TEST(Hardening, SigtermToTheSuccessorDuringTheHandoffAbortsTheUpgrade) {
   EXPECT_EQ(c.call({"SET", "k2", "v2"}), "OK");
   EXPECT_TRUE(eventually([&] { return ::kill(successor, 0) != 0; }, 10))
       << "the successor stopped and was reaped";
+}
+
+// Case 10: SIGHUP and SIGUSR1 used to kill kvd with every key. Now they are logged and
+// ignored; SIGTERM still stops it, and then its pidfile is removed (it used to stay).
+TEST(Hardening, SighupAndSigusr1AreIgnoredAndThePidfileGoesAtExit) {
+  Kvd s(KVD_BIN);
+  RespClient c(s.port());
+  ASSERT_EQ(c.call({"SET", "k", "v"}), "OK");
+  const pid_t pid = s.serving_pid();
+  ASSERT_EQ(::kill(pid, SIGHUP), 0);
+  ASSERT_EQ(::kill(pid, SIGUSR1), 0);
+  EXPECT_TRUE(eventually([&] { return s.log().find("signal 10 from pid") != std::string::npos; }))
+      << s.log();
+  EXPECT_EQ(c.call({"GET", "k"}), "v");
+  EXPECT_NE(s.log().find("signal 1 from pid " + std::to_string(::getpid()) + " ignored"),
+            std::string::npos)
+      << s.log();
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  EXPECT_TRUE(eventually([&] { return !fs::exists(s.dir() + "/pid"); }, 10)) << s.log();
+}
+
+// Case 10: two servers on one --pidfile used to overwrite each other's silently. The
+// second is refused, naming the first.
+TEST(Hardening, ASecondServerOnALivePidfileIsRefused) {
+  Kvd s(KVD_BIN);
+  const std::string out = s.dir() + "/second.out";
+  const pid_t p = testing::spawn_process(
+      {KVD_BIN, "--port", "0", "--pidfile", s.dir() + "/pid", "--probation-ms", "0"}, out);
+  const int status = testing::wait_process(p, 10);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
+  EXPECT_NE(
+      testing::slurp(out).find("names pid " + std::to_string(s.serving_pid()) + ", a running kvd"),
+      std::string::npos)
+      << testing::slurp(out);
+  EXPECT_EQ(s.serving_pid(), s.first_pid()) << "the pidfile still names the first";
 }
 
 }  // namespace

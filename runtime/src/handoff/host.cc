@@ -199,6 +199,43 @@ void Host::announce_serving() const {
   notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nREADY=1\n");
 }
 
+namespace {
+pid_t pid_in_file(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  char buf[32] = {};
+  if (!fd || ::read(fd.get(), buf, sizeof buf - 1) <= 0) return 0;
+  return static_cast<pid_t>(std::atol(buf));
+}
+std::string comm_of(pid_t pid) {
+  UniqueFd fd(::open(("/proc/" + std::to_string(pid) + "/comm").c_str(), O_RDONLY | O_CLOEXEC));
+  char buf[64] = {};
+  if (!fd || ::read(fd.get(), buf, sizeof buf - 1) <= 0) return "";
+  return buf;
+}
+}  // namespace
+
+Result<void> Host::claim_pidfile() const {
+  if (options.pidfile.empty()) return ok();
+  const pid_t pid = pid_in_file(options.pidfile);
+  if (pid <= 0 || pid == ::getpid()) return ok();
+  // Alive and the same program: another server writes this pidfile. A stale file, or a
+  // reused pid of another program, is overwritten when this one serves.
+  if ((::kill(pid, 0) == 0 || errno == EPERM) && comm_of(pid) == comm_of(::getpid())) {
+    return Error(ErrorKind::kState,
+                 "pidfile " + options.pidfile + " names pid " + std::to_string(pid) +
+                     ", a running " + comm_of(pid).substr(0, comm_of(pid).size() - 1) +
+                     "; two servers on one pidfile overwrite each other's: stop that one or "
+                     "give this one another --pidfile");
+  }
+  return ok();
+}
+
+void Host::remove_pidfile() const {
+  if (!options.pidfile.empty() && pid_in_file(options.pidfile) == ::getpid()) {
+    ::unlink(options.pidfile.c_str());
+  }
+}
+
 Result<void> Host::listen_control() {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

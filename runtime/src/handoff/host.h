@@ -48,6 +48,11 @@ struct Host {
   /// Pidfile, then systemd's MAINPID= and READY=1: this process serves now.
   void announce_serving() const;
 
+  /// At startup by hand: refuses a pidfile that names another running copy of this
+  /// program. At exit: removes the pidfile if it names this process.
+  Result<void> claim_pidfile() const;
+  void remove_pidfile() const;
+
   // --- the batonctl listener (RuntimeOptions::control_socket)
   Result<void> listen_control();
   Result<void> adopt_control(UniqueFd listener);

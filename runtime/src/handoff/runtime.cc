@@ -47,7 +47,10 @@ class Runtime::Impl {
     probation_.reset();
     incumbent_.reset();
     successor_.reset();
-    if (!host_.handed_off) host_.remove_control_path();  // a successor's path is its own
+    if (!host_.handed_off) {  // a successor's pidfile and path are its own
+      host_.remove_control_path();
+      host_.remove_pidfile();
+    }
     if (host_.handed_off && ::getpid() == 1) {
       // PID 1 of a namespace: exiting would kill the successor (handoff/reaper.h).
       std::vector<std::string> argv = host_.args;
@@ -78,6 +81,7 @@ class Runtime::Impl {
       successor_ = std::make_unique<Successor>(host_, UniqueFd(control), UniqueFd(stream));
       return ok();
     }
+    BATON_TRY(host_.claim_pidfile());
     incumbent_ = std::make_unique<Incumbent>(host_);
     if (!host_.options.control_socket.empty()) BATON_TRY(host_.listen_control());
     return ok();

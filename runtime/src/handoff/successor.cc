@@ -157,8 +157,7 @@ void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff
 std::string Successor::stop_requested() {
   sigset_t pending;
   if (::sigpending(&pending) != 0) return "";
-  for (auto [sig, name] : {std::pair{SIGTERM, "SIGTERM"}, std::pair{SIGINT, "SIGINT"},
-                           std::pair{SIGHUP, "SIGHUP"}, std::pair{SIGQUIT, "SIGQUIT"}}) {
+  for (auto [sig, name] : {std::pair{SIGTERM, "SIGTERM"}, std::pair{SIGINT, "SIGINT"}}) {
     if (sigismember(&pending, sig) == 1) {
       return std::string("the successor was sent ") + name +
              " before it served; the incumbent serves on";
