@@ -420,6 +420,42 @@ TEST(SuccessorMachine, TakesOverWhenTheIncumbentDiesAfterPrepared) {
   EXPECT_EQ(env.served.size(), 2u);
 }
 
+// Issue 14, case 9: any receive error used to count as "incumbent gone", which after
+// PREPARED means taking over, though the incumbent may be alive and about to resume.
+// Now only a closed channel is; another error fails the handoff and says so.
+TEST(SuccessorMachine, AChannelErrorAfterPreparedFailsInsteadOfTakingOver) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 1);
+  std::vector<int> raw;
+  successor_to_prepared(s, env, &raw);
+  s.on_channel_error("the control channel failed: system: reading: Bad address");
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  EXPECT_FALSE(env.served_as_takeover);
+  EXPECT_TRUE(env.served.empty());
+  ASSERT_FALSE(env.sent.empty());
+  ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back())) << "the incumbent is told";
+  EXPECT_NE(std::get<Abort>(env.sent.back()).reason.find("control channel failed"),
+            std::string::npos);
+  for (int fd : raw) EXPECT_FALSE(is_open(fd)) << "received fds are closed";
+}
+
+// Issue 14, case 7: a stop signal pending in the successor aborts before SERVING.
+TEST(SuccessorMachine, AStopRequestedBeforeServingAbortsInsteadOfServing) {
+  struct StopAfterPrepared : FakeSuccessor {
+    bool stop = false;
+    std::string stop_requested() override { return stop ? "the successor was sent SIGTERM" : ""; }
+  } env;
+  SuccessorMachine s(env, 1);
+  std::vector<int> raw;
+  successor_to_prepared(s, env, &raw);
+  env.stop = true;
+  s.on_message(Commit{5, {}}, {});
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  EXPECT_TRUE(env.served.empty());
+  ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
+  EXPECT_EQ(std::get<Abort>(env.sent.back()).reason, "the successor was sent SIGTERM");
+}
+
 TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
   FakeSuccessor env;
   std::vector<int> raw;

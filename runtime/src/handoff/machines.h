@@ -211,6 +211,9 @@ class SuccessorMachine {
   void on_message(const Message& m, std::vector<UniqueFd> fds);
   /// The control channel closed: the incumbent is gone.
   void on_incumbent_gone();
+  /// Reading the control channel failed otherwise: the incumbent may be alive, so this
+  /// fails (telling it, if it can hear) rather than take over.
+  void on_channel_error(std::string reason) { fail(std::move(reason)); }
   /// Replays arrived deltas and checks deadlines.
   void tick();
 

@@ -49,7 +49,11 @@ Result<std::vector<InheritedSocket>> Successor::take_over(EarlySockets* early) {
                            status.error().kind() == ErrorKind::kVersion)) {
         machine.on_message(handoff::Abort{"bad control message: " + status.error().to_string()},
                            {});
-      } else if (!status.ok() || *status == handoff::ControlChannel::Status::kClosed) {
+      } else if (!status.ok()) {
+        // Only a closed channel means the incumbent is gone; taking over on any other
+        // error (the incumbent may be alive, about to unfreeze) could leave two serving.
+        machine.on_channel_error("the control channel failed: " + status.error().to_string());
+      } else if (*status == handoff::ControlChannel::Status::kClosed) {
         machine.on_incumbent_gone();
         continue;
       } else if (*status == handoff::ControlChannel::Status::kMessage) {

@@ -1,6 +1,7 @@
 // SCM_RIGHTS send/receive and SO_PEERCRED.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "baton/syscall.h"
@@ -47,9 +48,25 @@ Result<ReceivedMessage> recv_fds(int sock, size_t max_bytes) {
   if (max_bytes == 0) {
     return Error(ErrorKind::kInvalidArgument, "recv_fds needs room for at least one byte");
   }
+  // On a message socket, ask the size first (MSG_PEEK | MSG_TRUNC reports a datagram's
+  // whole length and reads nothing), so that a call finding nothing (EAGAIN) allocates
+  // nothing, and a small message does not zero a max_bytes buffer.
+  size_t room = max_bytes;
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  if (::getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &type_len) == 0 &&
+      (type == SOCK_SEQPACKET || type == SOCK_DGRAM)) {
+    ssize_t len;
+    do {
+      len = ::recv(sock, nullptr, 0, MSG_PEEK | MSG_TRUNC);
+    } while (len < 0 && errno == EINTR);
+    if (len < 0) return Error(ErrorKind::kSystem, "receiving fds", errno);
+    // A longer message is received truncated and refused (MSG_TRUNC below).
+    room = std::max<size_t>(1, std::min(static_cast<size_t>(len), max_bytes));
+  }
   ReceivedMessage out;
   out.fds.reserve(kMaxFdsPerMessage);  // no allocation between recvmsg and owning the fds
-  out.bytes.resize(max_bytes);
+  out.bytes.resize(room);
   iovec iov{out.bytes.data(), out.bytes.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
