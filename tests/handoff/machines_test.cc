@@ -298,6 +298,20 @@ TEST(IncumbentMachine, SuccessorDyingBetweenCommitAndServingLeavesTheIncumbentSe
   EXPECT_EQ(std::count(env.events.begin(), env.events.end(), "committed"), 0);
 }
 
+// Issue 14, case 8 (part): an upgrade aborted inside the freeze reported blackout_us 0,
+// though every client had waited. The record now carries the freeze's real length.
+TEST(IncumbentMachine, AnAbortInsideTheFreezeReportsItsRealBlackout) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);  // frozen
+  env.now += 5'000'000;       // a successor that hangs inside the freeze
+  m.on_successor_gone("killed by signal 9");
+  ASSERT_EQ(m.phase(), IncumbentPhase::kIdle);
+  ASSERT_FALSE(env.timelines.empty());
+  EXPECT_EQ(env.timelines.back().outcome, "aborted");
+  EXPECT_GE(env.timelines.back().blackout_us, 5'000'000);
+}
+
 TEST(IncumbentMachine, HandsTenThousandFdsInBatchesOfAtMost253) {
   FakeIncumbent env;
   env.sockets_at_freeze = 10000;

@@ -424,10 +424,14 @@ void IncumbentMachine::abort(std::string reason, bool tell_successor) {
   env_.kill_successor();
   env_.checkpoint_drop();
   if (throttled_) env_.throttle(false);
+  const bool was_frozen = frozen_;
   if (frozen_) env_.unfreeze();
   frozen_ = throttled_ = false;
   if (rolling_back_) reason = "rollback failed: " + reason;
   TimelineRecord rec;
+  // Clients waited from the freeze until unfreeze() just now: an aborted upgrade's
+  // blackout is real too (it used to be reported as 0).
+  rec.blackout_us = was_frozen ? env_.now_us() - t_.freeze_start_us : 0;
   rec.generation = generation_ + 1;
   rec.outcome = "aborted";
   rec.reason = reason;
