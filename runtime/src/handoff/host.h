@@ -90,7 +90,8 @@ struct Host {
   UpgradeHooks* hooks = nullptr;
   EarlySockets* early_sink = nullptr;  // where early sockets go, successor or standby
   std::string last_timeline;
-  bool handed_off = false;  // a successor serves for good; this process only has to go
+  bool handed_off = false;  // another process serves for good (a successor, or the standby
+                            // handed back to); this one only has to go
 
  private:
   std::pair<dev_t, ino_t> control_inode_{0, 0};

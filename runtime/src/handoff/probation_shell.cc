@@ -167,6 +167,9 @@ void OnProbation::committed(const handoff::Serving&, uint32_t) {
   // The standby serves again: its clients are its own. Leave without touching them.
   host_.release_control();
   drop_link();
+  // Handed back for good: the pidfile is the standby's now, and must not be removed at
+  // our exit (it raced the standby's rewrite and lost the file).
+  host_.handed_off = true;
   if (host_.hooks) host_.hooks->committed();
 }
 
