@@ -79,7 +79,7 @@ for ((r = 1; r <= rounds; r++)); do
   probation_pss=$(($(pss_kib "$before") + $(pss_kib "$now")))
   # Lag, every 10 ms, under a separate write load: the sampler (a batonctl process each
   # time) would take CPU from the throughput runs above.
-  (while :; do ctl status | sed -n 's/.*"reverse_lag_bytes":\([0-9]*\).*/\1/p'; sleep 0.01; done) \
+  (while :; do ctl status --json | sed -n 's/.*"reverse_lag_bytes":\([0-9]*\).*/\1/p'; sleep 0.01; done) \
     >"$run/lag.$r" 2>/dev/null &
   sampler=$!
   redis-benchmark -p "$port" -c 50 -n $((requests * 4)) -P 16 -t set,incr -q >/dev/null 2>&1

@@ -41,6 +41,12 @@ struct Frozen {            # incumbent -> successor: no more deltas after finalL
   finalLsn @0 :UInt64;
   fdCount @1 :UInt32;      # fds that follow in FdBatch messages
   freezeStartUs @2 :Int64; # CLOCK_MONOTONIC, shared by both processes
+  metrics @3 :List(MetricSample);  # the sender's counters, for the receiver to continue
+}
+
+struct MetricSample {      # one series of a counter or histogram: name{labels} and value
+  series @0 :Text;
+  value @1 :Float64;
 }
 
 struct HandedFd {

@@ -108,6 +108,11 @@ std::string encode_message(const Message& m) {
           f.setFinalLsn(v.final_lsn);
           f.setFdCount(v.fd_count);
           f.setFreezeStartUs(v.freeze_start_us);
+          auto m = f.initMetrics(static_cast<unsigned>(v.metrics.size()));
+          for (unsigned i = 0; i < v.metrics.size(); ++i) {
+            m[i].setSeries(v.metrics[i].first);
+            m[i].setValue(v.metrics[i].second);
+          }
         } else if constexpr (std::is_same_v<T, FdBatch>) {
           fill(root.initFdBatch().initFds(static_cast<unsigned>(v.fds.size())), v.fds);
         } else if constexpr (std::is_same_v<T, EarlyFds>) {
@@ -191,7 +196,9 @@ Result<Message> decode_message(std::string_view packet) {
       }
       case wire::Message::FROZEN: {
         auto f = root.getFrozen();
-        return Message(Frozen{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs()});
+        Frozen out{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs(), {}};
+        for (auto s : f.getMetrics()) out.metrics.emplace_back(s.getSeries().cStr(), s.getValue());
+        return Message(std::move(out));
       }
       case wire::Message::FD_BATCH:
         return Message(FdBatch{read(root.getFdBatch().getFds())});

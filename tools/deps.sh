@@ -11,6 +11,8 @@ BATON_PACKAGES=(
   libbenchmark-dev
   libgtest-dev googletest
   redis-tools           # redis-benchmark and redis-cli: real clients for kvd's tests and demo
+  python3-prometheus-client  # Prometheus's own text-format parser, for the metrics tests
+  systemd               # systemd-analyze verify, for samples/kvd/kvd.service
 )
 
 

@@ -16,9 +16,9 @@
 
 using namespace baton;
 
-class Counter final : public UpgradeHooks, public EarlySockets {
+class CounterServer final : public UpgradeHooks, public EarlySockets {
  public:
-  Counter(Runtime& rt, TrackedMap& state, int epoll) : rt_(rt), state_(state), ep_(epoll) {}
+  CounterServer(Runtime& rt, TrackedMap& state, int epoll) : rt_(rt), state_(state), ep_(epoll) {}
 
   // `watched`: already in epoll, as an early socket (see early_socket()).
   void listen_on(UniqueFd fd, bool watched = false) {
@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
   (void)state.migrations().add(version - 1, version, [](std::string_view, Entry&) {});
   (void)(*rt)->registry().add(state);
   int ep = ::epoll_create1(EPOLL_CLOEXEC);
-  Counter counter(**rt, state, ep);
+  CounterServer counter(**rt, state, ep);
 
   if ((*rt)->is_successor()) {  // restore the state and take the sockets over
     auto inherited = (*rt)->take_over(&counter);

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
                                      {"--pidfile", ""},
                                      {"--event-log", ""},
                                      {"--control", ""},
+                                     {"--metrics", ""},
                                      {"--maxclients", "10000"},
                                      {"--probation-ms", "2000"},
                                      {"--port-file", ""}},
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
   opt.pidfile = flag["--pidfile"];
   opt.event_log = flag["--event-log"];
   opt.control_socket = flag["--control"];
+  opt.metrics_listen = flag["--metrics"];
   opt.probation_ms = static_cast<uint32_t>(probation_ms);
   auto created = Runtime::create(argc, argv, opt);
   if (!created.ok()) return fail(created.error().to_string(), 2);

@@ -79,6 +79,20 @@ Server::Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, Ser
       rbuf_(new char[kReadChunk]),
       started_ms_(wall_ms()) {
   store_.set_now(started_ms_);
+  if (rt_ == nullptr) return;
+  // kvd's own metrics next to Baton's; the counters continue across upgrades.
+  baton::Metrics& m = rt_->metrics();
+  auto counter = [&m](const char* name, const char* help) {
+    auto c = m.counter(name, help);
+    return c.ok() ? *c : nullptr;
+  };
+  commands_total_ = counter("kvd_commands_total", "commands executed");
+  connections_total_ = counter("kvd_connections_received_total", "connections accepted");
+  rejected_total_ = counter("kvd_rejected_connections_total", "connections refused at maxclients");
+  (void)m.gauge_fn("kvd_connected_clients", "open client connections", {},
+                   [this] { return static_cast<double>(clients_); });
+  (void)m.gauge_fn("kvd_keys", "keys stored", {},
+                   [this] { return static_cast<double>(map_.size()); });
 }
 
 Server::~Server() = default;
@@ -162,10 +176,12 @@ void Server::accept_from(int listener) {
     }
     UniqueFd owned(fd);
     ++connections_received_;
+    if (connections_total_ != nullptr) connections_total_->inc();
     if (clients_ >= options_.maxclients) {
       static constexpr std::string_view kFull = "-ERR max number of clients reached\r\n";
       (void)!::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       ++rejected_;
+      if (rejected_total_ != nullptr) rejected_total_->inc();
       continue;
     }
     int one = 1;
@@ -291,6 +307,7 @@ size_t Server::process(Conn& c, std::string_view data) {
       return data.size();  // the rest cannot be framed: discard it
     }
     pos += used;
+    if (commands_total_ != nullptr) commands_total_->inc();
     if (store_.execute(args_, c.out).close) {
       c.closing = true;
       return data.size();

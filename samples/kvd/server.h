@@ -101,6 +101,9 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
 
   uint64_t connections_received_ = 0;
   uint64_t rejected_ = 0;
+  baton::Counter* commands_total_ = nullptr;  // Runtime::metrics(); null in kvd-bare
+  baton::Counter* connections_total_ = nullptr;
+  baton::Counter* rejected_total_ = nullptr;
   int64_t started_ms_ = 0;
   bool frozen_ = false;
   bool throttled_ = false;

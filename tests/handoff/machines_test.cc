@@ -369,7 +369,7 @@ void successor_to_prepared(SuccessorMachine& s, FakeSuccessor& env, std::vector<
   s.start();
   s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
-  s.on_message(Frozen{120, 2, 777}, {});
+  s.on_message(Frozen{120, 2, 777, {}}, {});
   auto two = fds(2);
   for (auto& f : two) raw->push_back(f.get());
   s.on_message(FdBatch{{{"listener", ""}, {"conn", "GET /"}}}, std::move(two));
@@ -478,7 +478,7 @@ TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
     s.start();
     s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
     s.on_message(CheckpointReady{100, 4096}, fds(1));
-    s.on_message(Frozen{120, 2, 777}, {});
+    s.on_message(Frozen{120, 2, 777, {}}, {});
     auto one = fds(1);
     raw.push_back(one[0].get());
     s.on_message(FdBatch{{{"listener", ""}}}, std::move(one));
@@ -515,7 +515,7 @@ TEST(SuccessorMachine, EarlySocketsAreNamedByIdAtTheFreezeAndTheRestWithdrawn) {
   EXPECT_EQ(env.early, (std::vector<int>{kept, closed}));
   ASSERT_TRUE(std::holds_alternative<Progress>(env.sent.back())) << "acknowledged at once";
   EXPECT_EQ(std::get<Progress>(env.sent.back()).early_fds, 2u);
-  s.on_message(Frozen{120, 2, 777}, {});
+  s.on_message(Frozen{120, 2, 777, {}}, {});
   auto one = fds(1);
   const int fresh = one[0].get();
   s.on_message(FdBatch{{{"conn", "half", 12, true}, {"listener", "", 14, false}}}, std::move(one));
@@ -539,7 +539,7 @@ TEST(SuccessorMachine, AnFdBatchNamingAnUnknownEarlySocketFails) {
   s.start();
   s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
-  s.on_message(Frozen{120, 1, 777}, {});
+  s.on_message(Frozen{120, 1, 777, {}}, {});
   s.on_message(FdBatch{{{"conn", "", 42, true}}}, {});
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   ASSERT_TRUE(env.failed);

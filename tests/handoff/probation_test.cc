@@ -119,7 +119,7 @@ TEST(Negotiation, SuccessorStartsTheReverseStreamOnlyWhenCommitOffersProbation) 
       return v;
     }());
     env.applied = 10;
-    s.on_message(Frozen{10, 0, 1}, {});
+    s.on_message(Frozen{10, 0, 1, {}}, {});
     ASSERT_EQ(s.phase(), SuccessorPhase::kPrepared);
     s.on_message(Commit{5, {}, window}, {});
     ASSERT_EQ(s.phase(), SuccessorPhase::kServing);
@@ -316,7 +316,7 @@ TEST(StandbyMachine, PlannedRollbackReceivesSocketsEarlyThenServesOnCommit) {
   EXPECT_EQ(env.early, std::vector<int>{conn});
   ASSERT_TRUE(std::holds_alternative<Progress>(env.sent.back()));
   EXPECT_EQ(std::get<Progress>(env.sent.back()).early_fds, 1u);
-  s.on_message(Frozen{50, 1, 123}, {});
+  s.on_message(Frozen{50, 1, 123, {}}, {});
   s.on_message(FdBatch{{{"conn", "half", 12, true}}}, {});
   ASSERT_TRUE(std::holds_alternative<Prepared>(env.sent.back()));
   s.on_message(Commit{3, {}, 0}, {});
@@ -348,7 +348,7 @@ TEST(StandbyMachine, ASuccessorDyingAfterPreparedOfItsRollbackIsTakenOverFromWha
   s.on_message(Rollback{"r"}, {});
   std::vector<UniqueFd> fds;
   fds.emplace_back(open_fd());
-  s.on_message(Frozen{0, 1, 123}, {});
+  s.on_message(Frozen{0, 1, 123, {}}, {});
   s.on_message(FdBatch{{{"conn", "", 0, false}}}, std::move(fds));
   ASSERT_TRUE(std::holds_alternative<Prepared>(env.sent.back()));
   s.on_successor_gone("exited with status 0");

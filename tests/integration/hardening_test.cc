@@ -236,7 +236,7 @@ TEST(Hardening, SilentControlConnectionsNeverStallTheLoop) {
   for (UniqueFd& fd : silent) {
     const std::string r = read_all(fd.get());
     busy += r.rfind("error: busy", 0) == 0;
-    timed_out += r.rfind("error: no command within", 0) == 0;
+    timed_out += r.rfind("error: no request within", 0) == 0;
   }
   EXPECT_EQ(busy, 12u - kControlConnections);
   EXPECT_EQ(timed_out, kControlConnections);

@@ -333,6 +333,7 @@ TEST(LiveUpgrade, EachServingGenerationTellsSystemdItsPid) {
   ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
   const pid_t second = s.serving_pid();  // written before the event line
   EXPECT_NE(second, first);
+  EXPECT_EQ(next().rfind("RELOADING=1\nSTATUS=upgrading to generation 2\nMONOTONIC_USEC=", 0), 0u);
 
   EXPECT_EQ(next(), "MAINPID=" + std::to_string(second) + "\nREADY=1\n");
 }
@@ -362,6 +363,7 @@ TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 2);  // refusals are on stderr
     pid_t child = 0;
     int rc = ::posix_spawn(&child, argv[0], &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -380,18 +382,22 @@ TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {
   };
   int status = 0;
   std::string refused = run(65534, "status", &status);
-  EXPECT_NE(refused.find("error: uid 65534 may not control this process (SO_PEERCRED)"),
+  EXPECT_NE(refused.find("batonctl: uid 65534 may not control this process (SO_PEERCRED)"),
             std::string::npos)
       << refused;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "status " << status;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 5) << "status " << status;
   EXPECT_NE(s.log().find("refused a control connection"), std::string::npos);
   std::string st = run(0, "status", &status);
-  EXPECT_NE(st.find("\"generation\":1,\"phase\":\"serving\""), std::string::npos) << st;
-  std::string up = run(0, "upgrade", &status);
-  EXPECT_EQ(up, "ok: upgrade to generation 2 started\n");
+  EXPECT_NE(st.find(", generation 1: serving\n"), std::string::npos) << st;
+  std::string up = run(0, "upgrade", &status);  // waits for the outcome
+  EXPECT_NE(up.find("committed: generation 2 serves as pid "), std::string::npos) << up;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
   EXPECT_TRUE(eventually(
-      [&] { return run(0, "status", &status).find("\"generation\":2") != std::string::npos; }, 5))
+      [&] {
+        return run(0, "status", &status).find(", generation 2: serving") != std::string::npos;
+      },
+      5))
       << "the control socket moves to the successor";
 }
 

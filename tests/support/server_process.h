@@ -165,16 +165,21 @@ inline std::string control_command(const std::string& path, const std::string& c
   return reply;
 }
 
-/// Starts `argv` (argv[0] a path) with stdout and stderr appended to `out_path`. Returns
-/// its pid, or 0 when it could not start.
-inline pid_t spawn_process(std::vector<std::string> argv, const std::string& out_path) {
+/// Starts `argv` (argv[0] a path) with stdout and stderr appended to `out_path` (stderr
+/// to `err_path` instead, if given). Returns its pid, or 0 when it could not start.
+inline pid_t spawn_process(std::vector<std::string> argv, const std::string& out_path,
+                           const std::string& err_path = "") {
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  if (err_path.empty()) {
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  }
   pid_t pid = 0;
   if (::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) pid = 0;
   posix_spawn_file_actions_destroy(&fa);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "baton/fd.h"
+#include "baton/metrics.h"
 #include "baton/result.h"
 #include "baton/section.h"
 
@@ -110,11 +111,15 @@ struct RuntimeOptions {
   std::string event_log;
   /// Rewritten atomically with the pid of whichever process serves. Empty: none.
   std::string pidfile;
-  /// A Unix stream socket for `batonctl` (commands "upgrade", "status", "rollback",
-  /// "promote"). A leading '@' means the abstract namespace. Peers of another uid are
-  /// refused (SO_PEERCRED). The socket is handed to the successor like the server's own.
-  /// Empty: none.
+  /// A Unix stream socket for `batonctl` (commands "upgrade", "upgrade wait", "status",
+  /// "metrics", "rollback", "promote"; docs/operations.md). A leading '@' means the abstract
+  /// namespace. Peers of another uid are refused (SO_PEERCRED). The socket is handed to the
+  /// successor like the server's own. Empty: none.
   std::string control_socket;
+  /// "ADDRESS:PORT" (IPv4, e.g. "127.0.0.1:9121"; port 0 picks one) for an HTTP listener
+  /// that serves GET /metrics in Prometheus text format. Handed to the successor like the
+  /// server's sockets, so the endpoint never goes dark during an upgrade. Empty: none.
+  std::string metrics_listen;
   /// Probation window, in milliseconds: after COMMIT this process stands by this long as a
   /// hot standby of its successor, fed by a reverse delta stream, and takes over if the
   /// successor dies, reports itself unhealthy or is rolled back. 0: exit at commit. A
@@ -138,6 +143,10 @@ class Runtime {
   ~Runtime();
 
   Registry& registry();
+  /// The runtime's metrics, for the server's own next to them: served by `batonctl
+  /// metrics` and RuntimeOptions::metrics_listen, continued across upgrades. Register
+  /// before take_over(), so that the incumbent's values are adopted.
+  Metrics& metrics();
   bool is_successor() const;
   /// 1 for a process started by hand, +1 per committed upgrade.
   uint64_t generation() const;

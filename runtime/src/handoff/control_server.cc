@@ -1,10 +1,15 @@
-// ControlServer (control_server.h): batonctl's connections, never blocking the loop.
+// ControlServer (control_server.h): the runtime's own listeners' connections, never
+// blocking the loop.
 #include "handoff/control_server.h"
 
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 #include "baton/unix_socket.h"
 #include "handoff/host.h"
@@ -12,10 +17,11 @@
 namespace baton {
 namespace {
 
-// Replies are short (a status is about 1 KiB) and the socket buffer holds far more, so
-// one non-blocking send nearly always takes it all; a peer that does not read loses it.
-void send_now(int fd, const std::string& text) {
-  (void)!::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+// Sends what the socket takes now; returns what is left.
+std::string send_now(int fd, std::string text) {
+  const ssize_t n = ::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) return (errno == EAGAIN || errno == EINTR) ? text : std::string();
+  return text.substr(static_cast<size_t>(n));
 }
 
 // Whatever the peer sent already, so that the close after our reply is a FIN, not an RST
@@ -26,10 +32,29 @@ void drain(int fd) {
   }
 }
 
+std::string control_error(int, const std::string& text) { return "error: " + text + "\n"; }
+
+std::string http_error(int status, const std::string& text) {
+  const char* reason = status == 400   ? "Bad Request"
+                       : status == 403 ? "Forbidden"
+                       : status == 404 ? "Not Found"
+                       : status == 405 ? "Method Not Allowed"
+                       : status == 408 ? "Request Timeout"
+                       : status == 431 ? "Request Header Fields Too Large"
+                                       : "Service Unavailable";
+  const std::string body = text + "\n";
+  return "HTTP/1.1 " + std::to_string(status) + " " + reason +
+         "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+}
+
 }  // namespace
 
-ControlServer::ControlServer(Host& host, Commands commands)
-    : host_(host), commands_(std::move(commands)) {}
+const ControlServer::Dialect ControlServer::kControl{"control", true, "\n", 256, control_error};
+const ControlServer::Dialect ControlServer::kHttp{"metrics", false, "\r\n\r\n", 8192, http_error};
+
+ControlServer::ControlServer(Host& host, const Dialect& dialect, Commands commands)
+    : host_(host), dialect_(dialect), commands_(std::move(commands)) {}
 
 ControlServer::~ControlServer() {
   for (Conn& c : conns_) host_.unwatch(c.fd.get());
@@ -39,25 +64,30 @@ void ControlServer::accept_all(int listener) {
   for (int n = 0; n < 64; ++n) {  // bounded: a flood waits for the next turn
     UniqueFd conn(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!conn) return;
-    auto cred = peer_credentials(conn.get());
-    if (!cred.ok() || cred->uid != ::geteuid()) {
-      const unsigned uid = cred.ok() ? cred->uid : ~0u;
-      host_.say("refused a control connection from pid " +
-                std::to_string(cred.ok() ? cred->pid : 0) + " uid " + std::to_string(uid));
-      drain(conn.get());
-      send_now(conn.get(), "error: uid " + std::to_string(uid) +
-                               " may not control this process (SO_PEERCRED); only uid " +
-                               std::to_string(::geteuid()) + " may\n");
-      continue;
+    if (dialect_.same_uid_only) {
+      auto cred = peer_credentials(conn.get());
+      if (!cred.ok() || cred->uid != ::geteuid()) {
+        const unsigned uid = cred.ok() ? cred->uid : ~0u;
+        host_.say("refused a control connection from pid " +
+                  std::to_string(cred.ok() ? cred->pid : 0) + " uid " + std::to_string(uid));
+        drain(conn.get());
+        (void)send_now(conn.get(), dialect_.error(403, "uid " + std::to_string(uid) +
+                                                           " may not control this process "
+                                                           "(SO_PEERCRED); only uid " +
+                                                           std::to_string(::geteuid()) + " may"));
+        continue;
+      }
     }
     if (conns_.size() >= kMaxConnections) {
       drain(conn.get());
-      send_now(conn.get(), "error: busy: " + std::to_string(kMaxConnections) +
-                               " control connections are open already; try again\n");
+      (void)send_now(conn.get(), dialect_.error(503, "busy: " + std::to_string(kMaxConnections) +
+                                                         " " + dialect_.what +
+                                                         " connections are open already; try "
+                                                         "again"));
       continue;
     }
     if (!host_.watch(conn.get()).ok()) continue;
-    conns_.push_back({std::move(conn), {}, monotonic_us() + kDeadlineUs});
+    conns_.push_back({std::move(conn), {}, monotonic_us() + kDeadlineUs, false, {}});
   }
 }
 
@@ -66,29 +96,55 @@ bool ControlServer::on_fd(int fd) {
   while (i < conns_.size() && conns_[i].fd.get() != fd) ++i;
   if (i == conns_.size()) return false;
   Conn& c = conns_[i];
-  char buf[kMaxLine];
+  if (!c.out.empty()) {  // writable again: the rest of the reply
+    c.out = send_now(fd, std::move(c.out));
+    if (c.out.empty()) close_conn(i);
+    return true;
+  }
+  if (c.waiting) {  // it has its command; what else comes is dropped
+    char buf[512];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+    }
+    // A half-close looks like a close: keep the connection for the outcome, unwatched
+    // (an EOF stays readable), and let finish_waiters() try.
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) host_.unwatch(fd);
+    return true;
+  }
+  char buf[512];
   bool eof = false;
   for (;;) {
     const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       c.in.append(buf, static_cast<size_t>(n));
-      if (c.in.size() > kMaxLine) break;
+      if (c.in.size() > dialect_.max_request) break;
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
     eof = true;  // closed, or an error: what arrived is all there is
     break;
   }
-  const size_t nl = c.in.find('\n');
-  if (nl == std::string::npos && c.in.size() > kMaxLine) {
+  const size_t end = c.in.find(dialect_.end);
+  if (end == std::string::npos && c.in.size() > dialect_.max_request) {
     reply_and_close(
-        i, "error: a command is one line of at most " + std::to_string(kMaxLine) + " bytes\n");
+        i, dialect_.error(431, "a request is at most " + std::to_string(dialect_.max_request) +
+                                   " bytes" + (dialect_.same_uid_only ? ", one line" : "")));
     return true;
   }
-  if (nl == std::string::npos && !eof) return true;  // more to come, before the deadline
-  std::string cmd = c.in.substr(0, nl);
-  while (!cmd.empty() && (cmd.back() == '\r' || cmd.back() == '\n')) cmd.pop_back();
-  reply_and_close(i, commands_(cmd));
+  if (end == std::string::npos && !eof) return true;  // more to come, before the deadline
+  std::string request = c.in.substr(0, end);
+  while (!request.empty() && (request.back() == '\r' || request.back() == '\n')) {
+    request.pop_back();
+  }
+  Reply r = commands_(request);
+  if (!r.wait) {
+    reply_and_close(i, std::move(r.text));
+    return true;
+  }
+  (void)send_now(fd, std::move(r.text));  // a line: the socket takes it
+  c.waiting = true;
+  c.deadline_us = INT64_MAX;
+  if (eof) host_.unwatch(fd);  // maybe a half-close: the outcome is still sent
   return true;
 }
 
@@ -96,15 +152,52 @@ void ControlServer::tick() {
   const int64_t now = monotonic_us();
   for (size_t i = conns_.size(); i-- > 0;) {
     if (now < conns_[i].deadline_us) continue;
-    reply_and_close(i, "error: no command within " + std::to_string(kDeadlineUs / 1000) +
-                           " ms; send one line, e.g. 'status'\n");
+    if (!conns_[i].out.empty()) {
+      close_conn(i);  // it does not read its reply
+      continue;
+    }
+    reply_and_close(
+        i,
+        dialect_.error(408, "no request within " + std::to_string(kDeadlineUs / 1000) + " ms" +
+                                (dialect_.same_uid_only ? "; send one line, e.g. 'status'" : "")));
   }
 }
 
-void ControlServer::reply_and_close(size_t i, const std::string& reply) {
-  const int fd = conns_[i].fd.get();
-  send_now(fd, reply);
-  host_.unwatch(fd);
+void ControlServer::finish_open(int64_t timeout_us) {
+  const int64_t until = monotonic_us() + timeout_us;
+  for (int64_t now = monotonic_us(); now < until; now = monotonic_us()) {
+    std::vector<pollfd> fds;
+    for (const Conn& c : conns_) {
+      if (!c.waiting)
+        fds.push_back({c.fd.get(), static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+    }
+    if (fds.empty()) return;
+    if (::poll(fds.data(), fds.size(), static_cast<int>((until - now) / 1000) + 1) <= 0) continue;
+    for (const pollfd& p : fds) {
+      if (p.revents != 0) (void)on_fd(p.fd);
+    }
+  }
+}
+
+void ControlServer::finish_waiters(const std::string& text) {
+  for (size_t i = conns_.size(); i-- > 0;) {
+    if (conns_[i].waiting) reply_and_close(i, text);
+  }
+}
+
+void ControlServer::reply_and_close(size_t i, std::string reply) {
+  Conn& c = conns_[i];
+  c.out = send_now(c.fd.get(), std::move(reply));
+  if (c.out.empty()) return close_conn(i);
+  // The rest when the peer reads: watched for writing only, within the deadline.
+  c.waiting = false;
+  c.deadline_us = monotonic_us() + kDeadlineUs;
+  host_.unwatch(c.fd.get());
+  if (!host_.watch(c.fd.get(), EPOLLOUT).ok()) close_conn(i);
+}
+
+void ControlServer::close_conn(size_t i) {
+  host_.unwatch(conns_[i].fd.get());
   conns_.erase(conns_.begin() + static_cast<std::ptrdiff_t>(i));
 }
 

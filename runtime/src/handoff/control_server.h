@@ -1,8 +1,13 @@
-// ControlServer: the connections of the batonctl socket (RuntimeOptions::control_socket).
-// The loop never blocks on them: a peer is checked (SO_PEERCRED) the moment it is
-// accepted, a command is read as it arrives, at most kMaxConnections are open at once,
-// and one that sends no full line within kDeadlineUs is closed with an error. Any local
-// user who can reach the socket therefore costs the loop a few microseconds, not seconds.
+// ControlServer: the connections of one of the runtime's own listeners, never blocking
+// the loop: batonctl's socket (RuntimeOptions::control_socket, one command line per
+// connection, same uid only) and the metrics endpoint (RuntimeOptions::metrics_listen, one
+// HTTP request per connection). A peer is checked the moment it is accepted, a request is
+// read as it arrives, at most kMaxConnections are open at once, one that sends no full
+// request within kDeadlineUs is closed with an error, and a reply the socket cannot take
+// at once is sent as the peer reads it (within the same deadline). Any local user who can
+// reach the socket therefore costs the loop a few microseconds, not seconds.
+// A command may also ask to wait (`upgrade wait`): its connection then stays open, with
+// no deadline, until finish_waiters() sends the outcome.
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "baton/fd.h"
@@ -22,20 +28,40 @@ class ControlServer {
  public:
   static constexpr size_t kMaxConnections = 8;
   static constexpr int64_t kDeadlineUs = 1'000'000;
-  static constexpr size_t kMaxLine = 256;
 
-  /// Runs one command line (without its newline) and returns the reply.
-  using Commands = std::function<std::string(const std::string&)>;
+  struct Reply {
+    std::string text;
+    bool wait = false;  // keep the connection open for finish_waiters()
+  };
+  /// Runs one request (for a line: without its newline) and returns the reply.
+  using Commands = std::function<Reply(const std::string&)>;
 
-  ControlServer(Host& host, Commands commands);
+  /// How a listener's peers talk.
+  struct Dialect {
+    const char* what;    // "control", "metrics": for the log
+    bool same_uid_only;  // SO_PEERCRED: refuse other uids
+    const char* end;     // a request ends here: "\n" or "\r\n\r\n"
+    size_t max_request;  // bytes, with its end
+    /// The reply to a refused or broken request; `http_status` for the HTTP dialect.
+    std::string (*error)(int http_status, const std::string& text);
+  };
+  static const Dialect kControl;  // batonctl: "error: TEXT\n"
+  static const Dialect kHttp;     // "HTTP/1.1 STATUS ...", text/plain
+
+  ControlServer(Host& host, const Dialect& dialect, Commands commands);
   ~ControlServer();
 
   /// Accepts every pending connection on `listener`.
   void accept_all(int listener);
-  /// A watched connection is readable; false if `fd` is not one of ours.
+  /// A watched connection is readable or writable; false if `fd` is not one of ours.
   bool on_fd(int fd);
   /// Closes connections past their deadline.
   void tick();
+  /// At exit: serves the connections already accepted (not the waiting ones) for up to
+  /// `timeout_us`, so that a scrape accepted just before a handoff is answered, not reset.
+  void finish_open(int64_t timeout_us);
+  /// Sends `text` to every waiting connection and closes them.
+  void finish_waiters(const std::string& text);
   size_t open() const { return conns_.size(); }
 
  private:
@@ -43,10 +69,14 @@ class ControlServer {
     UniqueFd fd;
     std::string in;
     int64_t deadline_us = 0;
+    bool waiting = false;  // has its command; waits for finish_waiters()
+    std::string out;       // a reply not yet sent in full: sent on EPOLLOUT, then closed
   };
-  void reply_and_close(size_t i, const std::string& reply);
+  void reply_and_close(size_t i, std::string reply);
+  void close_conn(size_t i);
 
   Host& host_;
+  const Dialect& dialect_;
   Commands commands_;
   std::vector<Conn> conns_;
 };

@@ -1,8 +1,10 @@
 // Host: the process-wide plumbing every role shares.
 #include "handoff/host.h"
 
+#include <arpa/inet.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/auxv.h>
 #include <sys/epoll.h>
@@ -57,8 +59,9 @@ void write_pidfile(const std::string& path) {
   }
 }
 
-// systemd's sd_notify protocol, without libsystemd: one datagram to $NOTIFY_SOCKET.
-void notify_systemd(const std::string& text) {
+}  // namespace
+
+void Host::notify_systemd(const std::string& text) const {
   const char* path = std::getenv("NOTIFY_SOCKET");
   if (path == nullptr || *path == '\0') return;
   sockaddr_un addr{};
@@ -74,8 +77,6 @@ void notify_systemd(const std::string& text) {
                  static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
 }
 
-}  // namespace
-
 int64_t monotonic_us() {
   timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -88,54 +89,59 @@ std::string describe_exit(int status) {
   return "stopped";
 }
 
+std::string build_id(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  std::string id;
+  // From the ELF program headers' notes: which build this is, exactly.
+  Elf64_Ehdr eh;
+  if (!fd || ::pread(fd.get(), &eh, sizeof eh, 0) != sizeof eh ||
+      std::memcmp(eh.e_ident, ELFMAG, 4) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+      eh.e_phentsize != sizeof(Elf64_Phdr)) {
+    return id;
+  }
+  for (unsigned i = 0; i < eh.e_phnum && i < 64 && id.empty(); ++i) {
+    Elf64_Phdr ph;
+    if (::pread(fd.get(), &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) !=
+            sizeof ph ||
+        ph.p_type != PT_NOTE || ph.p_filesz > 4096) {
+      continue;
+    }
+    std::string notes(ph.p_filesz, '\0');
+    if (::pread(fd.get(), notes.data(), notes.size(), static_cast<off_t>(ph.p_offset)) !=
+        static_cast<ssize_t>(notes.size())) {
+      continue;
+    }
+    for (size_t at = 0; at + sizeof(Elf64_Nhdr) <= notes.size();) {
+      Elf64_Nhdr nh;
+      std::memcpy(&nh, notes.data() + at, sizeof nh);
+      const size_t name_at = at + sizeof nh, desc_at = name_at + ((nh.n_namesz + 3) & ~3u);
+      const size_t next = desc_at + ((nh.n_descsz + 3) & ~3u);
+      if (next > notes.size()) break;
+      if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+          std::memcmp(notes.data() + name_at, "GNU", 4) == 0) {
+        static const char* const kHex = "0123456789abcdef";
+        for (size_t k = 0; k < nh.n_descsz; ++k) {
+          const auto b = static_cast<unsigned char>(notes[desc_at + k]);
+          id += kHex[b >> 4];
+          id += kHex[b & 15];
+        }
+        break;
+      }
+      at = next;
+    }
+  }
+  return id;
+}
+
 std::string describe_binary(const std::string& path) {
   std::string out = path;
   char resolved[4096];
   if (::realpath(path.c_str(), resolved) != nullptr && path != resolved) {
     out += std::string(" -> ") + resolved;
   }
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   struct stat st;
-  if (!fd || ::fstat(fd.get(), &st) != 0)
-    return out + " (unreadable: " + std::strerror(errno) + ")";
-  // The GNU build id, from the ELF program headers' notes: which build this is, exactly.
-  Elf64_Ehdr eh;
-  std::string id;
-  if (::pread(fd.get(), &eh, sizeof eh, 0) == sizeof eh &&
-      std::memcmp(eh.e_ident, ELFMAG, 4) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
-      eh.e_phentsize == sizeof(Elf64_Phdr)) {
-    for (unsigned i = 0; i < eh.e_phnum && i < 64 && id.empty(); ++i) {
-      Elf64_Phdr ph;
-      if (::pread(fd.get(), &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) !=
-              sizeof ph ||
-          ph.p_type != PT_NOTE || ph.p_filesz > 4096) {
-        continue;
-      }
-      std::string notes(ph.p_filesz, '\0');
-      if (::pread(fd.get(), notes.data(), notes.size(), static_cast<off_t>(ph.p_offset)) !=
-          static_cast<ssize_t>(notes.size())) {
-        continue;
-      }
-      for (size_t at = 0; at + sizeof(Elf64_Nhdr) <= notes.size();) {
-        Elf64_Nhdr nh;
-        std::memcpy(&nh, notes.data() + at, sizeof nh);
-        const size_t name_at = at + sizeof nh, desc_at = name_at + ((nh.n_namesz + 3) & ~3u);
-        const size_t next = desc_at + ((nh.n_descsz + 3) & ~3u);
-        if (next > notes.size()) break;
-        if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
-            std::memcmp(notes.data() + name_at, "GNU", 4) == 0) {
-          static const char* const kHex = "0123456789abcdef";
-          for (size_t k = 0; k < nh.n_descsz; ++k) {
-            const auto b = static_cast<unsigned char>(notes[desc_at + k]);
-            id += kHex[b >> 4];
-            id += kHex[b & 15];
-          }
-          break;
-        }
-        at = next;
-      }
-    }
-  }
+  if (::stat(path.c_str(), &st) != 0) return out + " (unreadable: " + std::strerror(errno) + ")";
+  const std::string id = build_id(path);
   char when[32] = "?";
   tm t;
   if (::gmtime_r(&st.st_mtime, &t) != nullptr) std::strftime(when, sizeof when, "%FT%TZ", &t);
@@ -164,6 +170,7 @@ Result<void> Host::init(int argc, char** argv) {
     if (n <= 0) return Error(ErrorKind::kSystem, "readlink /proc/self/exe", errno);
     exe = std::string(path, static_cast<size_t>(n));
   }
+  BATON_TRY(counts.init(metrics, &generation));
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGUSR2);
@@ -190,6 +197,7 @@ Result<void> Host::watch(int fd, uint32_t events) {
 void Host::unwatch(int fd) { (void)::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
 void Host::write_timeline(const handoff::TimelineRecord& record) {
+  counts.record(record);
   last_timeline = record.to_json();
   append_line(options.event_log, last_timeline);
 }
@@ -309,10 +317,89 @@ void Host::remove_control_path() {
   }
 }
 
-void Host::release_control() {
-  if (!control_listener) return;
-  unwatch(control_listener.get());
-  control_listener.reset();
+Result<void> Host::listen_metrics() {
+  const std::string& spec = options.metrics_listen;
+  const size_t colon = spec.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  char* end = nullptr;
+  const long port =
+      colon == std::string::npos ? -1 : std::strtol(spec.c_str() + colon + 1, &end, 10);
+  if (colon == std::string::npos || end == spec.c_str() + colon + 1 || *end != '\0' || port < 0 ||
+      port > 65535 || ::inet_pton(AF_INET, spec.substr(0, colon).c_str(), &addr.sin_addr) != 1) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "metrics address '" + spec +
+                     "' is not IPV4ADDRESS:PORT, e.g. 127.0.0.1:9121 (port 0 picks a free one)");
+  }
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  BATON_ASSIGN_OR_RETURN(int fd, BATON_SYSCALL(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  UniqueFd l(fd);
+  const int one = 1;
+  (void)::setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(l.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error(ErrorKind::kSystem,
+                 "binding the metrics listener to " + spec +
+                     (errno == EADDRINUSE ? " (another process listens there: choose another "
+                                            "--metrics port)"
+                                          : ""),
+                 errno);
+  }
+  BATON_TRY(BATON_SYSCALL(::listen(l.get(), 64), "metrics listener ", spec));
+  BATON_TRY(set_nonblocking(l.get()));
+  metrics_listener = std::move(l);
+  say("metrics on http://" + metrics_address() + "/metrics");
+  return watch(metrics_listener.get());
+}
+
+std::string Host::metrics_address() const {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  if (!metrics_listener ||
+      ::getsockname(metrics_listener.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    return "";
+  }
+  char ip[INET_ADDRSTRLEN] = "?";
+  ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+}
+
+bool Host::adopt_runtime_listener(std::string_view tag, int fd) {
+  UniqueFd owned(fd);
+  if (tag == kControlTag) {
+    if (!control_listener) {
+      if (auto r = adopt_control(std::move(owned)); !r.ok()) say(r.error().to_string());
+    }
+    return true;
+  }
+  if (tag == kMetricsTag) {
+    if (!metrics_listener) {
+      metrics_listener = std::move(owned);
+      if (auto r = set_nonblocking(metrics_listener.get()); !r.ok()) say(r.error().to_string());
+      if (auto r = watch(metrics_listener.get()); !r.ok()) say(r.error().to_string());
+    }
+    return true;
+  }
+  (void)owned.release();  // the server's
+  return false;
+}
+
+void Host::pause_listeners(bool paused) {
+  for (UniqueFd* l : {&control_listener, &metrics_listener}) {
+    if (!*l) continue;
+    if (paused) {
+      unwatch(l->get());
+    } else {
+      (void)watch(l->get());
+    }
+  }
+}
+
+void Host::release_listeners() {
+  for (UniqueFd* l : {&control_listener, &metrics_listener}) {
+    if (!*l) continue;
+    unwatch(l->get());
+    l->reset();
+  }
 }
 
 uint64_t Host::socket_id(const FrozenSocket& s) {
@@ -331,7 +418,9 @@ std::vector<handoff::HandoffSocket> Host::early_sockets() {
 
 std::vector<handoff::HandoffSocket> Host::freeze_sockets() {
   std::vector<handoff::HandoffSocket> out;
+  pause_listeners(true);
   if (control_listener) out.push_back({control_listener.get(), kControlTag, ""});
+  if (metrics_listener) out.push_back({metrics_listener.get(), kMetricsTag, ""});
   if (hooks == nullptr) return out;
   std::vector<FrozenSocket> sockets = hooks->freeze();
   out.reserve(out.size() + sockets.size());

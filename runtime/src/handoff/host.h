@@ -17,6 +17,7 @@
 
 #include "base/failpoint.h"
 #include "baton/fd.h"
+#include "baton/metrics.h"
 #include "baton/runtime.h"
 #include "handoff/machines.h"
 
@@ -24,13 +25,43 @@ namespace baton {
 
 /// The batonctl listener's tag when it is handed over with the server's sockets.
 inline constexpr const char* kControlTag = "baton.control";
+/// The metrics listener's (RuntimeOptions::metrics_listen).
+inline constexpr const char* kMetricsTag = "baton.metrics";
+/// One of the runtime's own listeners, not the server's.
+inline bool is_runtime_listener(std::string_view tag) {
+  return tag == kControlTag || tag == kMetricsTag;
+}
 
 int64_t monotonic_us();
 /// "exited with status 3", "killed by signal 9".
 std::string describe_exit(int status);
+/// The GNU build id of the ELF file `path`, in hex; "" when it has none.
+std::string build_id(const std::string& path);
 /// "PATH -> RESOLVED, build id 1f2e..., 24017728 bytes, modified 2026-12-02T06:40:41Z":
 /// which file an upgrade runs, for the log.
 std::string describe_binary(const std::string& path);
+
+/// The runtime's own metrics (docs/operations.md, "Metrics"), counted from the timeline
+/// records every role writes.
+struct RuntimeMetrics {
+  Result<void> init(Metrics& m, const uint64_t* generation);
+  void record(const handoff::TimelineRecord& r);
+
+  Counter* committed = nullptr;
+  Counter* aborted = nullptr;
+  Counter* rollbacks_crashed = nullptr;
+  Counter* rollbacks_unhealthy = nullptr;
+  Counter* rollbacks_requested = nullptr;
+  Counter* promotions = nullptr;
+  Counter* checkpoint_bytes = nullptr;
+  Counter* deltas = nullptr;
+  Counter* fds = nullptr;
+  Histogram* spawn = nullptr;
+  Histogram* checkpoint = nullptr;
+  Histogram* catchup = nullptr;
+  Histogram* blackout = nullptr;
+  Histogram* total = nullptr;
+};
 
 struct Host {
   Host(RuntimeOptions opts, FailPoints fps)
@@ -43,21 +74,35 @@ struct Host {
   Result<void> watch(int fd, uint32_t events = 0x001 /* EPOLLIN */);
   void unwatch(int fd);
 
-  /// One event-log line; also what Runtime::last_upgrade() returns.
+  /// One event-log line; also what Runtime::last_upgrade() returns; counted in metrics.
   void write_timeline(const handoff::TimelineRecord& record);
   /// Pidfile, then systemd's MAINPID= and READY=1: this process serves now.
   void announce_serving() const;
+  /// systemd's sd_notify protocol, without libsystemd: one datagram to $NOTIFY_SOCKET
+  /// (none without it). RELOADING=1 when an upgrade starts, READY=1 when it aborts.
+  void notify_systemd(const std::string& text) const;
 
   /// At startup by hand: refuses a pidfile that names another running copy of this
   /// program. At exit: removes the pidfile if it names this process.
   Result<void> claim_pidfile() const;
   void remove_pidfile() const;
 
-  // --- the batonctl listener (RuntimeOptions::control_socket)
+  // --- the runtime's listeners: batonctl's (RuntimeOptions::control_socket) and the
+  // metrics endpoint (RuntimeOptions::metrics_listen)
   Result<void> listen_control();
   Result<void> adopt_control(UniqueFd listener);
-  /// Stops watching the listener and closes this process's copy (it was handed over).
-  void release_control();
+  Result<void> listen_metrics();
+  /// A socket handed over under `tag`: if it is one of the runtime's listeners, this
+  /// process serves it (or closes it, having one already) and it returns true.
+  bool adopt_runtime_listener(std::string_view tag, int fd);
+  /// Stops watching the listeners and closes this process's copies (they were handed over).
+  void release_listeners();
+  /// While frozen this process accepts nothing on its own listeners either: the kernel
+  /// queues those connections for whichever process serves next, so none is accepted by a
+  /// process about to exit. freeze_sockets() pauses; an unfreeze resumes.
+  void pause_listeners(bool paused);
+  /// "127.0.0.1:9121": where the metrics listener listens; "" without one.
+  std::string metrics_address() const;
   /// At exit: removes the socket's path if this process still listens on it and the path
   /// still names that socket.
   void remove_control_path();
@@ -82,14 +127,20 @@ struct Host {
   RuntimeOptions options;
   FailPoints failpoints;
   Registry registry;
+  Metrics metrics;
+  RuntimeMetrics counts;
   std::string argv0;
   std::vector<std::string> args;  // argv[1..]
   std::string exe;                // the path this process was started from, symlinks unresolved
-  UniqueFd signal_fd, epoll, control_listener;
+  UniqueFd signal_fd, epoll, control_listener, metrics_listener;
   uint64_t generation = 1;
   UpgradeHooks* hooks = nullptr;
   EarlySockets* early_sink = nullptr;  // where early sockets go, successor or standby
   std::string last_timeline;
+  /// The outcome of this incumbent's upgrade, for `batonctl upgrade`'s waiting
+  /// connections: "committed: ...\n" or "aborted: REASON\n" and the timeline line. Set by
+  /// the incumbent, sent and cleared by Runtime.
+  std::string upgrade_outcome;
   bool handed_off = false;  // another process serves for good (a successor, or the standby
                             // handed back to); this one only has to go
 

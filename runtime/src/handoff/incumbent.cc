@@ -265,6 +265,7 @@ std::vector<handoff::HandoffSocket> Incumbent::freeze() {
 void Incumbent::unfreeze() {
   frozen_.clear();
   host_.idle_priority(false);
+  host_.pause_listeners(false);
   if (host_.hooks) host_.hooks->unfreeze();
 }
 
@@ -272,7 +273,24 @@ void Incumbent::throttle(bool on) {
   if (host_.hooks) host_.hooks->throttle(on);
 }
 
+void Incumbent::timeline(const handoff::TimelineRecord& r) {
+  host_.write_timeline(r);
+  if (r.outcome == "aborted") {
+    host_.upgrade_outcome = "aborted: " + r.reason + "\n" + host_.last_timeline + "\n";
+    host_.notify_systemd("READY=1\nSTATUS=upgrade to generation " + std::to_string(r.generation) +
+                         " aborted; generation " + std::to_string(host_.generation) +
+                         " serves on\n");
+  }
+}
+
 void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms) {
+  host_.upgrade_outcome =
+      "committed: generation " + std::to_string(machine_.generation()) + " serves as pid " +
+      std::to_string(serving.pid) +
+      (probation_ms != 0 && host_.hooks != nullptr
+           ? ", on probation for " + handoff::seconds_text(int64_t{probation_ms} * 1000)
+           : std::string()) +
+      "\n";
   if (probation_ms == 0 || host_.hooks == nullptr) {
     // The successor serves now: it is no longer ours to kill or reap, not even when this
     // process's Runtime is destroyed on the way out.
@@ -297,7 +315,7 @@ void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms
     s.held.emplace_back(std::move(dup), f.tag);
   }
   frozen_.clear();
-  host_.release_control();  // the successor owns the batonctl listener now; we hold a dup
+  host_.release_listeners();  // the successor owns the batonctl listener now; we hold a dup
   host_.idle_priority(false);
   checkpoint_drop();
   if (control_.open()) host_.unwatch(control_.fd());

@@ -64,8 +64,11 @@ class Incumbent final : public handoff::IncumbentEnv {
   void unfreeze() override;
   void throttle(bool on) override;
   void committed(const handoff::Serving& serving, uint32_t probation_ms) override;
+  std::vector<std::pair<std::string, double>> carried_metrics() override {
+    return host_.metrics.carried();
+  }
   void log(std::string_view line) override { host_.say(line); }
-  void timeline(const handoff::TimelineRecord& r) override { host_.write_timeline(r); }
+  void timeline(const handoff::TimelineRecord& r) override;
 
  private:
   void read_control();

@@ -386,7 +386,7 @@ void IncumbentMachine::freeze() {
   fd_count_ = static_cast<uint32_t>(sockets.size());
   t_.deltas = env_.deltas_sent();
   t_.fds = fd_count_;
-  Frozen f{final_lsn_, fd_count_, t_.freeze_start_us};
+  Frozen f{final_lsn_, fd_count_, t_.freeze_start_us, env_.carried_metrics()};
   if (auto r = env_.send(f, {}); !r.ok()) return abort("sending FROZEN: " + r.error().to_string());
   // Fd batches: at most kMaxFdsPerMessage fds and about half a message of state each. A
   // socket sent early (same id, same fd) moves by reference, without its fd.
@@ -500,6 +500,8 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   if (const auto* f = std::get_if<Frozen>(&m);
       f && phase_ == SuccessorPhase::kCatchUp && !frozen_) {
     frozen_ = *f;
+    env_.adopt_metrics(f->metrics);
+    frozen_->metrics.clear();
     deadline_us_ = env_.now_us() + timeouts_.prepared_us;
     return tick();
   }

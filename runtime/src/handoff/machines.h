@@ -40,6 +40,8 @@ struct TimelineRecord {
   int64_t spawn_us = 0, checkpoint_us = 0, catchup_us = 0, blackout_us = 0, total_us = 0;
   uint64_t checkpoint_bytes = 0, deltas = 0, fds = 0;
   uint32_t probation_ms = 0;  // the window the process that wrote this serves on probation
+  /// A rollback's cause, for metrics only: "crashed", "unhealthy" or "requested".
+  std::string cause;
   /// One JSON object on one line, no trailing newline.
   std::string to_json() const;
 };
@@ -95,6 +97,8 @@ class IncumbentEnv {
   virtual void committed(const Serving& serving, uint32_t probation_ms) = 0;
   virtual void log(std::string_view line) = 0;
   virtual void timeline(const TimelineRecord& record) = 0;
+  /// The counters FROZEN carries to the successor (Metrics::carried()).
+  virtual std::vector<std::pair<std::string, double>> carried_metrics() { return {}; }
 };
 
 class IncumbentMachine {
@@ -190,6 +194,10 @@ class SuccessorEnv {
   virtual void begin_reverse_stream(Serving* serving) = 0;
   /// Why this process must not start serving (a stop signal is pending), or "".
   virtual std::string stop_requested() { return ""; }
+  /// FROZEN brought the incumbent's counters (Metrics::adopt()).
+  virtual void adopt_metrics(const std::vector<std::pair<std::string, double>>& samples) {
+    (void)samples;
+  }
 };
 
 class SuccessorMachine {

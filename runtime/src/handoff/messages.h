@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -12,8 +13,8 @@
 
 namespace baton::handoff {
 
-/// The newest protocol this build speaks; bumped whenever serialization/control.capnp or
-/// the phase order changes (docs/protocol.md, "Versions").
+/// The newest protocol this build speaks; bumped whenever a message or the phase order
+/// changes in a way an older peer must understand (docs/protocol.md, "Versions").
 inline constexpr uint32_t kProtocolVersion = 5;
 /// The oldest protocol this build still speaks, so that an upgrade from, and a rollback
 /// to, a build of the previous version works. Version 5 added probation.
@@ -65,6 +66,9 @@ struct Frozen {
   uint64_t final_lsn = 0;
   uint32_t fd_count = 0;
   int64_t freeze_start_us = 0;
+  /// The sender's counters and histograms (Metrics::carried()), for the receiver to
+  /// continue: the server is frozen, so they are final. Empty from an older build.
+  std::vector<std::pair<std::string, double>> metrics;
   bool operator==(const Frozen&) const = default;
 };
 

@@ -156,6 +156,7 @@ Result<void> OnProbation::pump_deltas() {
 
 void OnProbation::unfreeze() {
   host_.idle_priority(false);
+  host_.pause_listeners(false);
   if (host_.hooks) host_.hooks->unfreeze();
 }
 
@@ -165,7 +166,7 @@ void OnProbation::throttle(bool on) {
 
 void OnProbation::committed(const handoff::Serving&, uint32_t) {
   // The standby serves again: its clients are its own. Leave without touching them.
-  host_.release_control();
+  host_.release_listeners();
   drop_link();
   // Handed back for good: the pidfile is the standby's now, and must not be removed at
   // our exit (it raced the standby's rewrite and lost the file).

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <utility>
 
 #include "baton/unix_socket.h"
 #include "handoff/control_server.h"
@@ -42,6 +43,9 @@ class Runtime::Impl {
       : host_(std::move(options), std::move(failpoints)) {}
 
   ~Impl() {
+    finish_waiters();  // a commit without probation ends the process: tell batonctl first
+    control_.finish_open(200'000);
+    http_.finish_open(200'000);
     // Roles before the host they refer to; a standby never kills the successor it follows.
     standby_.reset();
     probation_.reset();
@@ -63,6 +67,20 @@ class Runtime::Impl {
 
   Result<void> init(int argc, char** argv) {
     BATON_TRY(host_.init(argc, argv));
+    for (const char* s :
+         {"serving", "upgrading", "probation", "rolling-back", "standby", "taking-over"}) {
+      BATON_TRY(host_.metrics.gauge_fn(
+          "baton_state", "1 for what this process does now (batonctl status's state)",
+          {{"state", s}}, [this, s] { return state() == s ? 1.0 : 0.0; }));
+    }
+    BATON_TRY(host_.metrics.gauge_fn(
+        "baton_probation_remaining_seconds",
+        "time left of the probation window this process takes part in; 0 outside one", {},
+        [this] { return static_cast<double>(probation_remaining_ms()) / 1000.0; }));
+    BATON_TRY(host_.metrics.gauge_fn(
+        "baton_reverse_lag_bytes",
+        "during probation: writes not yet in the reverse stream to the standby", {},
+        [this] { return probation_ ? static_cast<double>(probation_->lag_bytes()) : 0.0; }));
     if (const char* c = std::getenv(kEnvControl)) {
       const char* s = std::getenv(kEnvStream);
       const char* g = std::getenv(kEnvGeneration);
@@ -84,6 +102,7 @@ class Runtime::Impl {
     BATON_TRY(host_.claim_pidfile());
     incumbent_ = std::make_unique<Incumbent>(host_);
     if (!host_.options.control_socket.empty()) BATON_TRY(host_.listen_control());
+    if (!host_.options.metrics_listen.empty()) BATON_TRY(host_.listen_metrics());
     return ok();
   }
 
@@ -121,7 +140,9 @@ class Runtime::Impl {
         read_signals();
       } else if (host_.control_listener && fd == host_.control_listener.get()) {
         control_.accept_all(fd);
-      } else if (control_.on_fd(fd)) {
+      } else if (host_.metrics_listener && fd == host_.metrics_listener.get()) {
+        http_.accept_all(fd);
+      } else if (control_.on_fd(fd) || http_.on_fd(fd)) {
       } else if (probation_ && probation_->on_fd(fd)) {
       } else if (standby_ && standby_->on_fd(fd)) {
       } else if (incumbent_ && incumbent_->on_fd(fd)) {
@@ -133,7 +154,9 @@ class Runtime::Impl {
     if (standby_) standby_->tick();
     if (incumbent_) incumbent_->tick();
     control_.tick();
+    http_.tick();
     change_roles();
+    finish_waiters();
   }
 
   void change_roles() {
@@ -176,7 +199,12 @@ class Runtime::Impl {
       return Error(ErrorKind::kState, why);
     }
     if (!incumbent_) return Error(ErrorKind::kState, "this process does not serve yet");
-    return incumbent_->machine().request_upgrade();
+    BATON_TRY(incumbent_->machine().request_upgrade());
+    // systemd shows the unit "reloading" until whichever process serves sends READY=1.
+    host_.notify_systemd("RELOADING=1\nSTATUS=upgrading to generation " +
+                         std::to_string(host_.generation + 1) +
+                         "\nMONOTONIC_USEC=" + std::to_string(monotonic_us()) + "\n");
+    return ok();
   }
 
   Result<void> promote() {
@@ -192,33 +220,71 @@ class Runtime::Impl {
 
   // ---------------------------------------------------------------- batonctl socket
 
-  std::string control_command(const std::string& cmd) {
-    if (cmd == "upgrade") {
-      auto r = request_upgrade();
-      if (!r.ok()) return "error: " + r.error().message() + "\n";
-      return "ok: upgrade to generation " + std::to_string(host_.generation + 1) + " started\n";
+  ControlServer::Reply control_command(const std::string& cmd) {
+    auto error = [](const Error& e) {
+      return ControlServer::Reply{"error: " + e.message() + "\n"};
+    };
+    if (cmd == "upgrade" || cmd == "upgrade wait") {
+      if (auto r = request_upgrade(); !r.ok()) return error(r.error());
+      // `wait`: the outcome follows on this connection when the incumbent knows it
+      // (Host::upgrade_outcome, sent from service()).
+      return {"ok: upgrade to generation " + std::to_string(host_.generation + 1) + " started\n",
+              cmd == "upgrade wait"};
     }
-    if (cmd == "status") {
-      const std::string last_abort = incumbent_ ? incumbent_->machine().last_abort() : "";
-      return "{\"pid\":" + std::to_string(::getpid()) +
-             ",\"generation\":" + std::to_string(host_.generation) + ",\"phase\":\"" + phase() +
-             "\",\"probation_left_ms\":" + std::to_string(probation_remaining_ms()) +
-             ",\"reverse_lag_bytes\":" + std::to_string(probation_ ? probation_->lag_bytes() : 0) +
-             ",\"last_abort\":\"" + handoff::json_escape(last_abort) + "\",\"last_upgrade\":" +
-             (host_.last_timeline.empty() ? std::string("null") : host_.last_timeline) + "}\n";
-    }
+    if (cmd == "status") return {status_json() + "\n"};
+    if (cmd == "metrics") return {host_.metrics.text()};
     if (cmd == "rollback") {
-      auto r = rollback("rollback requested by batonctl");
-      if (!r.ok()) return "error: " + r.error().message() + "\n";
-      return "ok: rolling back to generation " + std::to_string(host_.generation + 1) + "\n";
+      if (auto r = rollback("rollback requested by batonctl"); !r.ok()) return error(r.error());
+      return {"ok: rolling back to generation " + std::to_string(host_.generation + 1) + "\n"};
     }
     if (cmd == "promote") {
-      auto r = promote();
-      if (!r.ok()) return "error: " + r.error().message() + "\n";
-      return "ok: generation " + std::to_string(host_.generation) + " promoted\n";
+      if (auto r = promote(); !r.ok()) return error(r.error());
+      return {"ok: generation " + std::to_string(host_.generation) + " promoted\n"};
     }
-    return "error: unknown command '" + cmd.substr(0, 64) +
-           "'; use upgrade, status, rollback or promote\n";
+    return {"error: unknown command '" + cmd.substr(0, 64) +
+            "'; use upgrade, upgrade wait, status, metrics, rollback or promote\n"};
+  }
+
+  // The metrics endpoint: GET /metrics (or /), nothing else.
+  ControlServer::Reply http_request(const std::string& head) {
+    const std::string line = head.substr(0, head.find("\r\n"));
+    const size_t sp1 = line.find(' '), sp2 = line.find(' ', sp1 + 1);
+    if (sp1 == std::string::npos || sp2 == std::string::npos ||
+        line.compare(sp2 + 1, 5, "HTTP/") != 0) {
+      return {ControlServer::kHttp.error(400, "not an HTTP request line: " + line.substr(0, 80))};
+    }
+    const std::string method = line.substr(0, sp1), path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (method != "GET" && method != "HEAD") {
+      return {ControlServer::kHttp.error(
+          405, method.substr(0, 16) + " is not allowed; GET " + "/metrics")};
+    }
+    const std::string bare = path.substr(0, path.find('?'));
+    if (bare != "/metrics" && bare != "/") {
+      return {ControlServer::kHttp.error(404, "no " + bare.substr(0, 80) + " here; GET /metrics")};
+    }
+    const std::string body = host_.metrics.text();
+    return {
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+        (method == "GET" ? body : std::string())};
+  }
+
+  // Sends an upgrade's outcome to the batonctl connections that wait for it.
+  void finish_waiters() {
+    if (host_.upgrade_outcome.empty()) return;
+    control_.finish_waiters(std::exchange(host_.upgrade_outcome, {}));
+  }
+
+  std::string status_json() const {
+    const std::string last_abort = incumbent_ ? incumbent_->machine().last_abort() : "";
+    return "{\"pid\":" + std::to_string(::getpid()) +
+           ",\"generation\":" + std::to_string(host_.generation) + ",\"state\":\"" + state() +
+           "\",\"phase\":\"" + phase() +
+           "\",\"probation_left_ms\":" + std::to_string(probation_remaining_ms()) +
+           ",\"reverse_lag_bytes\":" + std::to_string(probation_ ? probation_->lag_bytes() : 0) +
+           ",\"last_abort\":\"" + handoff::json_escape(last_abort) + "\",\"last_upgrade\":" +
+           (host_.last_timeline.empty() ? std::string("null") : host_.last_timeline) + "}";
   }
 
   // ---------------------------------------------------------------- status
@@ -231,6 +297,18 @@ class Runtime::Impl {
       return std::string(handoff::to_string(incumbent_->machine().phase()));
     }
     return "serving";
+  }
+
+  // What this process does, in one word: "serving", "upgrading" (phase() says how far),
+  // "probation" (serving, with a standby), "standby", "rolling-back" or "taking-over".
+  std::string state() const {
+    if (standby_) return "standby";
+    if (probation_) {
+      return probation_->machine().phase() == handoff::ProbationPhase::kOn ? "probation"
+                                                                           : "rolling-back";
+    }
+    if (successor_) return "taking-over";
+    return upgrading() ? "upgrading" : "serving";
   }
 
   int64_t probation_remaining_ms() const {
@@ -252,7 +330,7 @@ class Runtime::Impl {
     // (pidfd) and for control messages, so a rollback does not wait for this.
     if (standby_ && standby_->machine().phase() == handoff::StandbyPhase::kStandingBy) return 5;
     if (upgrading() || probation_ || standby_) return 1;
-    return control_.open() > 0 ? 50 : -1;  // a silent batonctl peer's deadline
+    return control_.open() + http_.open() > 0 ? 50 : -1;  // a silent peer's deadline
   }
 
   // ---------------------------------------------------------------- serving
@@ -282,7 +360,10 @@ class Runtime::Impl {
   }
 
   Host host_;
-  ControlServer control_{host_, [this](const std::string& cmd) { return control_command(cmd); }};
+  ControlServer control_{host_, ControlServer::kControl,
+                         [this](const std::string& c) { return control_command(c); }};
+  ControlServer http_{host_, ControlServer::kHttp,
+                      [this](const std::string& r) { return http_request(r); }};
   bool is_successor_ = false;
   std::unique_ptr<Successor> successor_;
   std::unique_ptr<Incumbent> incumbent_;
@@ -306,6 +387,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeO
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 Registry& Runtime::registry() { return impl_->host_.registry; }
+Metrics& Runtime::metrics() { return impl_->host_.metrics; }
 bool Runtime::is_successor() const { return impl_->is_successor_; }
 uint64_t Runtime::generation() const { return impl_->host_.generation; }
 Result<std::vector<InheritedSocket>> Runtime::take_over(EarlySockets* early) {

@@ -106,7 +106,7 @@ void Standby::read_control() {
 
 void Standby::hold(UniqueFd fd, std::string_view tag) {
   const int raw = fd.get();
-  const bool listener = tag == "listener" || tag == kControlTag;
+  const bool listener = tag == "listener" || is_runtime_listener(tag);
   // Not EPOLLIN: bytes for the successor must not wake us. Hang-ups do.
   if (!listener) (void)host_.watch(raw, EPOLLRDHUP);
   held_[raw] = Held{std::move(fd), std::string(tag)};
@@ -137,8 +137,8 @@ void Standby::take_back(std::string_view reason) {
   std::vector<InheritedSocket> sockets;
   std::vector<Held> connections;
   for (auto& [fd, h] : held_) {
-    if (h.tag == kControlTag) {
-      if (!host_.control_listener) (void)host_.adopt_control(std::move(h.fd));
+    if (is_runtime_listener(h.tag)) {
+      (void)host_.adopt_runtime_listener(h.tag, h.fd.release());
     } else if (h.tag == "listener") {
       sockets.push_back({std::move(h.fd), h.tag, "", false});
     } else {
@@ -152,6 +152,7 @@ void Standby::take_back(std::string_view reason) {
   handoff::TimelineRecord rec;
   rec.generation = host_.generation;
   rec.outcome = "rolled back";
+  rec.cause = "crashed";
   rec.reason = std::string(reason) + "; " + std::to_string(closed) +
                " established connections closed, listeners kept";
   rec.fds = sockets.size();
@@ -169,13 +170,7 @@ void Standby::serve(std::vector<handoff::HandoffSocket> sockets, const handoff::
   drop_held();  // the successor sent every socket again; ours were duplicates
   std::vector<InheritedSocket> inherited;
   for (handoff::HandoffSocket& s : sockets) {
-    if (s.tag == kControlTag) {
-      if (!host_.control_listener)
-        (void)host_.adopt_control(UniqueFd(s.fd));
-      else
-        UniqueFd close_it(s.fd);
-      continue;
-    }
+    if (host_.adopt_runtime_listener(s.tag, s.fd)) continue;
     const bool early = s.early && host_.early_sink != nullptr;
     inherited.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), early});
   }
@@ -184,6 +179,7 @@ void Standby::serve(std::vector<handoff::HandoffSocket> sockets, const handoff::
   rec.generation = host_.generation;
   rec.outcome = "rolled back";
   rec.reason = incumbent_gone ? "the successor died after PREPARED of its rollback" : "";
+  if (incumbent_gone) rec.cause = "crashed";
   rec.catchup_us = commit.timings.catchup_us;
   rec.deltas = commit.timings.deltas;
   rec.fds = sockets.size();
@@ -198,6 +194,9 @@ void Standby::resume(std::vector<InheritedSocket> sockets, handoff::TimelineReco
   const int64_t now = monotonic_us();
   if (record.blackout_us) record.blackout_us = now - record.blackout_us;
   if (record.reason.empty()) record.reason = machine_.rollback_reason();
+  if (record.cause.empty()) {
+    record.cause = record.reason.rfind("health check failed", 0) == 0 ? "unhealthy" : "requested";
+  }
   host_.announce_serving();
   host_.say("generation " + std::to_string(host_.generation) + " serves again: " + record.reason);
   host_.write_timeline(record);

@@ -41,6 +41,9 @@ class Standby final : public handoff::StandbyEnv {
   Result<uint64_t> drain_deltas() override;
   void take_back(std::string_view reason) override;
   void exit_standby(std::string_view reason) override;
+  void adopt_metrics(const std::vector<std::pair<std::string, double>>& samples) override {
+    host_.metrics.adopt(samples);
+  }
   void log(std::string_view line) override { host_.say(line); }
 
   // --- handoff::SuccessorEnv: the receiving end of a planned rollback

@@ -118,10 +118,7 @@ void Successor::begin_reverse_stream(handoff::Serving* serving) {
 void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff::Commit& commit,
                       bool incumbent_gone) {
   for (handoff::HandoffSocket& s : sockets) {
-    if (s.tag == kControlTag && !host_.control_listener) {
-      if (auto r = host_.adopt_control(UniqueFd(s.fd)); !r.ok()) host_.say(r.error().to_string());
-      continue;
-    }
+    if (host_.adopt_runtime_listener(s.tag, s.fd)) continue;
     inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), s.early});
   }
   if (commit.generation != 0) host_.generation = commit.generation;

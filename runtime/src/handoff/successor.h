@@ -50,6 +50,9 @@ class Successor final : public handoff::SuccessorEnv {
   /// A stop signal the server blocks (kvd blocks SIGTERM and SIGINT to read them in its
   /// loop) is pending: serving would commit an upgrade only to stop at once.
   std::string stop_requested() override;
+  void adopt_metrics(const std::vector<std::pair<std::string, double>>& samples) override {
+    host_.metrics.adopt(samples);
+  }
 
  private:
   Host& host_;
