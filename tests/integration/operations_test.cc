@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -301,9 +302,24 @@ TEST(Metrics, ScrapedEvery10msAcross20UpgradesUnderLoadNeverFailNorGoBack) {
                              dir + "/load.out");
   const pid_t scraper = testing::spawn_process(
       {kPython, SCRAPER, url, dir + "/stop", dir + "/summary.json", "300"}, dir + "/scraper.out");
+  // Stops and reaps both on every way out of the test, a failed ASSERT included.
+  int load_status = -1, scraper_status = -1;
+  auto stop = [&] {
+    if (load_status != -1 || scraper_status != -1) return;
+    std::ofstream(dir + "/stop") << "stop\n";
+    load_status = load > 0 ? testing::wait_process(load, 60) : 0;
+    scraper_status = scraper > 0 ? testing::wait_process(scraper, 60) : 0;
+  };
+  struct Guard {
+    std::function<void()> fn;
+    ~Guard() { fn(); }
+  } guard{stop};
   ASSERT_GT(load, 0);
   ASSERT_GT(scraper, 0);
-  ::usleep(300'000);  // both running before the first upgrade
+  // The first upgrade only once the scraper has scraped generation 1 (Python's start-up,
+  // imports included, took over 300 ms on a CI machine).
+  ASSERT_TRUE(eventually([&] { return fs::exists(dir + "/summary.json.first"); }, 60))
+      << slurp(dir + "/scraper.out");
   int committed = 0;
   for (int i = 0; i < 20; ++i) {
     const Ran r = batonctl(k, {"upgrade"});
@@ -312,9 +328,7 @@ TEST(Metrics, ScrapedEvery10msAcross20UpgradesUnderLoadNeverFailNorGoBack) {
     if (r.code != 0) break;
   }
   ::usleep(200'000);  // a few scrapes of the last generation
-  std::ofstream(dir + "/stop") << "stop\n";
-  const int load_status = testing::wait_process(load, 60);
-  const int scraper_status = testing::wait_process(scraper, 60);
+  stop();
   ASSERT_TRUE(WIFEXITED(scraper_status) && WEXITSTATUS(scraper_status) == 0)
       << slurp(dir + "/scraper.out");
   EXPECT_TRUE(WIFEXITED(load_status) && WEXITSTATUS(load_status) == 0) << slurp(dir + "/load.out");

@@ -2,7 +2,8 @@
 """Scrapes a Baton metrics endpoint every 10 ms until a stop file appears, parsing each
 scrape with Prometheus's own Python parser (Debian's python3-prometheus-client), and
 writes a JSON summary: scrapes, failures (refused, reset, bad status, unparsable), every
-counter that went backwards, and the last values seen. Used by operations_test.
+counter that went backwards, and the last values seen. SUMMARY_FILE.first appears after the first good scrape, so
+that a caller can wait for it. Used by operations_test.
 
 usage: scrape_metrics.py URL STOP_FILE SUMMARY_FILE [MAX_SECONDS]
 """
@@ -34,6 +35,8 @@ def main():
             failures.append("%.3f %s: %s" % (time.monotonic(), type(e).__name__, e))
             time.sleep(0.01)
             continue
+        if not os.path.exists(summary_file + ".first"):
+            open(summary_file + ".first", "w").close()
         for family in families:
             for s in family.samples:
                 key = s.name + json.dumps(s.labels, sort_keys=True)
