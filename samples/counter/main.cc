@@ -162,9 +162,9 @@ int main(int argc, char** argv) {
     opt.successor_extra_args = {"--schema-version", flag["--successor-schema"]};
   }
   if (!flag["--timeout-ms"].empty()) {  // tests: every handoff deadline
-
-    int64_t us = std::atoll(flag["--timeout-ms"].c_str()) * 1000;
-    opt.timeouts = {us, us, us};
+    const int64_t us = std::atoll(flag["--timeout-ms"].c_str()) * 1000;
+    opt.timeouts.hello_us = opt.timeouts.restored_us = us;
+    opt.timeouts.restore_silence_us = opt.timeouts.freeze_us = us;
   }
   auto rt = Runtime::create(argc, argv, opt);
   if (!rt.ok()) return std::fprintf(stderr, "counter: %s\n", rt.error().to_string().c_str()), 2;

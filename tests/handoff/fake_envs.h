@@ -7,8 +7,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "handoff/machines.h"
@@ -95,6 +97,12 @@ class FakeIncumbentOf : public Base {
   }
   void log(std::string_view line) override { logs.emplace_back(line); }
   void timeline(const TimelineRecord& r) override { timelines.push_back(r); }
+  std::function<void()> on_drain;  // what has "arrived" when the machine drains control
+  int drains = 0;
+  void drain_control() override {
+    ++drains;
+    if (auto f = std::exchange(on_drain, nullptr)) f();
+  }
 
   template <typename T>
   std::vector<const T*> sent_of() const {

@@ -154,11 +154,93 @@ TEST(IncumbentMachine, EveryPhaseHasADeadline) {
     FakeIncumbent env;
     IncumbentMachine m(env, 1);
     to_await_prepared(m, env);
-    env.now += 6'000'000;
+    env.now += 250'001;
     m.tick();
     EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
-    EXPECT_EQ(m.last_abort(), "successor sent no PREPARED within 5.0 s");
+    EXPECT_EQ(m.last_abort(), "successor sent no PREPARED within 250 ms of the freeze");
   }
+}
+
+// Issue 14, case 8: a successor that hung inside the freeze blacked every client out for
+// 5 s (the PREPARED deadline), and as long again if it hung between COMMIT and SERVING.
+// One deadline now bounds the whole freeze, tied to the blackout target (250 ms).
+TEST(IncumbentMachine, OneDeadlineTiedToTheBlackoutTargetBoundsTheWholeFreeze) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);
+  env.now += 200'000;  // a slow PREPARED, still in time
+  m.on_message(Prepared{100, 2});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
+  env.now += 49'000;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
+  env.now += 2'000;  // 251 ms after the freeze: the successor never says SERVING
+  m.tick();
+  ASSERT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_EQ(m.last_abort(), "successor sent no SERVING within 250 ms of the freeze");
+  ASSERT_FALSE(env.timelines.empty());
+  EXPECT_GE(env.timelines.back().blackout_us, 250'000);
+  EXPECT_LT(env.timelines.back().blackout_us, 300'000);
+}
+
+// Issue 14, case 8: a successor that hung while restoring was noticed only after 120 s.
+// Once it has reported progress, 3 s of silence abort the upgrade.
+TEST(IncumbentMachine, ARestoreThatFallsSilentIsTakenForHungInSeconds) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_catch_up(m, env);
+  m.on_message(Progress{0, 0});   // the successor starts restoring
+  for (int i = 0; i < 10; ++i) {  // ... and keeps reporting: a long restore is fine
+    env.now += 2'000'000;
+    m.on_message(Progress{0, 0});
+    m.tick();
+    ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp) << m.last_abort();
+  }
+  env.now += 2'999'000;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  env.now += 2'000;
+  m.tick();
+  ASSERT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("reported no restore progress for 3.0 s"), std::string::npos)
+      << m.last_abort();
+  EXPECT_NE(std::find(env.events.begin(), env.events.end(), "kill"), env.events.end());
+}
+
+TEST(IncumbentMachine, ASuccessorThatNeverReportsRestoreProgressHasOnlyTheOverallDeadline) {
+  // An older build sends no PROGRESS while restoring: no silence deadline for it.
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_catch_up(m, env);
+  env.now += 60'000'000;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << m.last_abort();
+}
+
+// Issue 14, case 9: on the SERVING deadline the incumbent killed a successor whose
+// SERVING was already in the socket, because control was read only before the check.
+// It now drains control first; the successor serves and keeps its acknowledged writes.
+TEST(IncumbentMachine, ASuccessorWhoseServingArrivedAtTheDeadlineIsNotKilled) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);
+  m.on_message(Prepared{100, 2});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
+  env.now += 300'000;  // past the deadline; SERVING sits unread in the socket
+  env.on_drain = [&] { m.on_message(Serving{4242, 0, {}}); };
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCommitted) << m.last_abort();
+  EXPECT_EQ(std::count(env.events.begin(), env.events.end(), "kill"), 0);
+  EXPECT_EQ(std::count(env.events.begin(), env.events.end(), "committed"), 1);
+  EXPECT_EQ(env.drains, 1);
+}
+
+TEST(IncumbentMachine, ControlIsDrainedOnlyWhenADeadlinePassed) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_await_prepared(m, env);
+  for (int i = 0; i < 5; ++i) m.tick();
+  EXPECT_EQ(env.drains, 0);
 }
 
 TEST(IncumbentMachine, SuccessorGoneInAnyPhaseAbortsKillingBeforeUnfreezing) {
@@ -385,9 +467,10 @@ TEST(SuccessorMachine, ReportsReplayProgressAtMostEveryMillisecond) {
   s.start();
   s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
-  auto progress = [&] {
+  auto progress = [&] {  // replay reports, after the one that opened the restore
     return std::count_if(env.sent.begin(), env.sent.end(),
-                         [](const Message& m) { return std::holds_alternative<Progress>(m); });
+                         [](const Message& m) { return std::holds_alternative<Progress>(m); }) -
+           1;
   };
   env.applied = 150;
   env.now += 2000;
@@ -407,9 +490,11 @@ TEST(SuccessorMachine, HelloRestoreReplayPrepareAndServeOnCommit) {
   SuccessorMachine s(env, 4242);
   std::vector<int> raw;
   successor_to_prepared(s, env, &raw);
-  ASSERT_GE(env.sent.size(), 3u);
+  ASSERT_GE(env.sent.size(), 4u);
   EXPECT_EQ(std::get<Hello>(env.sent[0]).sections, (std::vector<SectionRange>{{"kv", 1, 2}}));
-  EXPECT_EQ(std::get<Restored>(env.sent[1]).records, 10u);
+  // A first sign of life before the restore, which can take minutes (issue 14, case 8).
+  EXPECT_EQ(std::get<Progress>(env.sent[1]), (Progress{0, 0}));
+  EXPECT_EQ(std::get<Restored>(env.sent[2]).records, 10u);
   EXPECT_EQ(std::get<Prepared>(env.sent.back()), (Prepared{120, 2}));
   env.now += 3'600'000'000;  // no deadline after PREPARED
   s.tick();

@@ -28,6 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::eventually;
+using testing::field;
 using testing::Kvd;
 using testing::RespClient;
 
@@ -418,6 +419,55 @@ TEST(Hardening, SigtermToTheSuccessorDuringTheHandoffAbortsTheUpgrade) {
   EXPECT_EQ(c.call({"SET", "k2", "v2"}), "OK");
   EXPECT_TRUE(eventually([&] { return ::kill(successor, 0) != 0; }, 10))
       << "the successor stopped and was reaped";
+}
+
+// Starts an upgrade of `s` and waits for its record; returns it (empty on timeout).
+std::string upgrade_record(Kvd& s, int timeout_s) {
+  const size_t before = s.events().size();
+  if (::kill(s.serving_pid(), SIGUSR2) != 0) return "";
+  if (!eventually([&] { return s.events().size() > before; }, timeout_s)) return "";
+  return s.events().back();
+}
+
+// Case 8: a successor that hung inside the freeze blacked every client out for 5.0 s
+// (the PREPARED deadline). One freeze deadline, tied to the blackout target, now bounds
+// it: 250 ms, and the aborted record says so.
+TEST(Hardening, ASuccessorThatHangsInsideTheFreezeBlacksOutForAQuarterSecondAtMost) {
+  Kvd s(KVD_BIN, {}, "successor.before_prepared=hang");
+  RespClient c(s.port());
+  ASSERT_EQ(c.call({"SET", "k", "v"}), "OK");
+  const pid_t incumbent = s.serving_pid();
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string e = upgrade_record(s, 30);
+  const double took_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(e.empty()) << s.log();
+  EXPECT_EQ(field(e, "outcome"), "aborted") << e;
+  EXPECT_NE(e.find("no PREPARED within 250 ms of the freeze"), std::string::npos) << e;
+  const int64_t blackout_us = std::stoll(field(e, "blackout_us"));
+  EXPECT_GE(blackout_us, 250'000) << e;
+  EXPECT_LT(blackout_us, 2'000'000) << "clients waited for the old 5 s deadline: " << e;
+  EXPECT_LT(took_s, 20.0);
+  EXPECT_EQ(s.serving_pid(), incumbent);
+  EXPECT_EQ(c.call({"GET", "k"}), "v");
+}
+
+// Case 8: a successor that hung before RESTORED was noticed only after 120 s. It reports
+// progress while it restores; 3 s of silence abort the upgrade.
+TEST(Hardening, ASuccessorThatHangsWhileRestoringIsAbortedWithinSeconds) {
+  Kvd s(KVD_BIN, {}, "successor.restoring=hang");
+  RespClient c(s.port());
+  ASSERT_EQ(c.call({"SET", "k", "v"}), "OK");
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string e = upgrade_record(s, 40);  // the old code: 120 s
+  const double took_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(e.empty()) << "no record within 40 s: " << s.log();
+  EXPECT_EQ(field(e, "outcome"), "aborted") << e;
+  EXPECT_NE(e.find("reported no restore progress for 3."), std::string::npos) << e;
+  EXPECT_LT(took_s, 30.0);
+  EXPECT_EQ(c.call({"GET", "k"}), "v");
+  EXPECT_EQ(c.call({"SET", "k2", "v2"}), "OK");
 }
 
 // Case 10: SIGHUP and SIGUSR1 used to kill kvd with every key. Now they are logged and

@@ -22,6 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::eventually;
+using testing::field;
 using testing::Kvd;
 using testing::RespClient;
 using testing::slurp;
@@ -36,19 +37,6 @@ int fd_count(pid_t pid) {
   while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
   ::closedir(d);
   return n;
-}
-
-std::string field(const std::string& line, const std::string& name) {
-  const std::string key = "\"" + name + "\":";
-  const size_t at = line.find(key);
-  if (at == std::string::npos) return "";
-  size_t from = at + key.size(), to = from;
-  if (line[from] == '"') {
-    to = line.find('"', ++from);
-  } else {
-    while (to < line.size() && line[to] != ',' && line[to] != '}') ++to;
-  }
-  return line.substr(from, to - from);
 }
 
 // Waits for the event log to reach `n` lines; returns the last one ("" if it did not).

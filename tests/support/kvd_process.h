@@ -147,4 +147,19 @@ inline std::vector<std::string> Kvd::with_control(std::vector<std::string> args)
   return args;
 }
 
+/// The value of `name` in a flat JSON line such as an event-log record, unquoted; empty
+/// when absent. Enough for the runtime's own records, not a JSON parser.
+inline std::string field(const std::string& line, const std::string& name) {
+  const std::string key = "\"" + name + "\":";
+  const size_t at = line.find(key);
+  if (at == std::string::npos) return "";
+  size_t from = at + key.size(), to = from;
+  if (line[from] == '"') {
+    to = line.find('"', ++from);
+  } else {
+    while (to < line.size() && line[to] != ',' && line[to] != '}') ++to;
+  }
+  return line.substr(from, to - from);
+}
+
 }  // namespace baton::testing

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -112,6 +113,10 @@ struct RestoreOptions {
   bool borrow_strings = true;
   /// Refuse segments larger than this (a sanity bound, not an allocation).
   uint64_t max_segment_bytes = uint64_t{256} << 30;
+  /// Called on the restoring thread at the start and after each decoded chunk (about
+  /// every 256 KiB of state) with the records restored so far and the total: a sign of
+  /// life for a restore that takes minutes. Empty: none.
+  std::function<void(uint64_t records_done, uint64_t records_total)> progress;
 };
 
 /// What a restore did. `by_peer_id` maps the incumbent's section ids (as used in delta

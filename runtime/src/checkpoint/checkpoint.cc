@@ -441,7 +441,8 @@ Result<void> decode_section(const std::byte* base, const format::SectionDesc& d,
 // order, then restore_end, all on the calling thread.
 Result<uint64_t> restore_sections(const std::shared_ptr<const ShmSegment>& segment, bool borrow,
                                   const std::vector<format::SectionDesc>& descs,
-                                  const std::vector<Section*>& sections) {
+                                  const std::vector<Section*>& sections,
+                                  const RestoreOptions& options) {
   const std::byte* base = segment->data();
   BatchQueue queue;
   std::thread decoder([&] {
@@ -474,7 +475,9 @@ Result<uint64_t> restore_sections(const std::shared_ptr<const ShmSegment>& segme
     }
   } joiner{queue, decoder};
 
-  uint64_t total = 0;
+  uint64_t total = 0, expected = 0;
+  for (const format::SectionDesc& d : descs) expected += d.records;
+  if (options.progress) options.progress(0, expected);
   size_t current = SIZE_MAX;
   while (auto batch = queue.pop()) {
     if (batch->error) return std::move(*batch->error);
@@ -491,6 +494,7 @@ Result<uint64_t> restore_sections(const std::shared_ptr<const ShmSegment>& segme
     }
     total += batch->records.size();
     if (batch->section_end) BATON_TRY(s.restore_end());
+    if (options.progress) options.progress(total, expected);
   }
   return total;
 }
@@ -549,8 +553,8 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
     BATON_TRY(out.by_peer_id[i]->set_peer_version(descs[i].schema_version));
   }
   try {
-    BATON_ASSIGN_OR_RETURN(out.records,
-                           restore_sections(seg, options.borrow_strings, descs, out.by_peer_id));
+    BATON_ASSIGN_OR_RETURN(
+        out.records, restore_sections(seg, options.borrow_strings, descs, out.by_peer_id, options));
     out.borrowed = options.borrow_strings;
   } catch (const std::bad_alloc&) {
     return Error(ErrorKind::kCapacity, "out of memory restoring the checkpoint (" +

@@ -3,11 +3,24 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <time.h>
+
+#include <algorithm>
 
 #include "baton/unix_socket.h"
 #include "control_codec.h"
 
 namespace baton::handoff {
+
+namespace {
+
+int64_t now_us() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+}  // namespace
 
 Result<ControlChannel> ControlChannel::create(UniqueFd sock) {
   const int flags = ::fcntl(sock.get(), F_GETFL);
@@ -17,19 +30,25 @@ Result<ControlChannel> ControlChannel::create(UniqueFd sock) {
   return ControlChannel(std::move(sock));
 }
 
-Result<void> ControlChannel::send(const Message& m, std::span<const int> fds) {
+Result<void> ControlChannel::send(const Message& m, std::span<const int> fds,
+                                  int64_t wait_until_us) {
   if (!sock_) return Error(ErrorKind::kState, "the control channel is closed");
   const std::string bytes = serialization::encode_message(m);
-  for (int attempt = 0;; ++attempt) {
+  for (;;) {
     auto r = send_fds(sock_.get(), bytes, fds);
-    if (!r.ok() && r.error().sys_errno() == EAGAIN && attempt < 2000) {
-      pollfd p{sock_.get(), POLLOUT, 0};
-      ::poll(&p, 1, 1);
-      continue;
-    }
-    if (!r.ok())
+    if (r.ok()) return ok();
+    if (r.error().sys_errno() != EAGAIN) {
       return std::move(r).error().with_context("sending " + std::string(message_name(m)));
-    return ok();
+    }
+    const int64_t left_us = wait_until_us - now_us();
+    if (left_us <= 0) {
+      return Error(ErrorKind::kCapacity,
+                   "sending " + std::string(message_name(m)) + " (" + std::to_string(bytes.size()) +
+                       " bytes): the peer has left its control socket's buffer full; it reads "
+                       "nothing");
+    }
+    pollfd p{sock_.get(), POLLOUT, 0};
+    ::poll(&p, 1, static_cast<int>(std::min<int64_t>((left_us + 999) / 1000, 1000)));
   }
 }
 

@@ -29,10 +29,12 @@ class ControlChannel {
   bool open() const { return sock_.valid(); }
   void close() { sock_.reset(); }
 
-  /// Sends `m` with `fds` attached. A full send buffer is waited out for up to 2 s.
-  /// TODO(latency): the wait blocks the caller's loop; messages are small and the peer
-  /// reads at once, so it has not been seen to wait.
-  Result<void> send(const Message& m, std::span<const int> fds = {});
+  /// Sends `m` with `fds` attached. The socket buffers hold megabytes and every message
+  /// is small, so a full buffer means a peer that reads nothing: by default that is an
+  /// error at once (kCapacity), never a wait on the caller's loop. `wait_until_us`
+  /// (CLOCK_MONOTONIC) lets a caller that is frozen anyway, such as the incumbent sending
+  /// the fd batches inside the freeze, wait for room until then.
+  Result<void> send(const Message& m, std::span<const int> fds = {}, int64_t wait_until_us = 0);
 
   /// What try_receive() saw.
   enum class Status { kMessage, kNone, kClosed };

@@ -3,6 +3,7 @@
 #include "handoff/incumbent.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
@@ -27,6 +28,7 @@ namespace {
 constexpr int kChildControlFd = 3;
 constexpr int kChildStreamFd = 4;
 constexpr int kSocketBuffer = 4 << 20;
+constexpr int kReapWaitMs = 2;
 
 void set_buffers(int fd) {
   (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof kSocketBuffer);
@@ -178,7 +180,9 @@ Result<void> Incumbent::send(const Message& m, std::span<const int> fds) {
     // the standby undo it.
     host_.idle_priority(true);
   }
-  auto r = control_.send(m, fds);
+  // Inside the freeze clients wait anyway, bounded by the freeze deadline: the fd batches
+  // may then wait for the successor to make room. Outside it, nothing waits.
+  auto r = control_.send(m, fds, freeze_deadline_us_);
   if (!r.ok()) {
     return successor_failure(std::move(r).error(),
                              "sending " + std::string(handoff::message_name(m)));
@@ -228,16 +232,20 @@ Error Incumbent::successor_failure(Error io_error, std::string_view doing,
     if (abort_reason != nullptr) *abort_reason = *why;
     return Error(ErrorKind::kAborted, "successor aborted: " + *why);
   }
-  // A dying process closes its sockets before it can be reaped: give it a moment.
-  // TODO(latency): up to 100 ms on the server's loop; issue 14 moves it off.
-  for (int i = 0; i < 100 && successor_pid_ > 0; ++i) {
+  // A dying process closes its files after its memory is gone and becomes reapable
+  // microseconds later: wait for that on the pidfd, at most kReapWaitMs, so that the
+  // reason says how it exited. (This used to poll waitpid for up to 100 ms.)
+  if (successor_pid_ > 0 && pidfd_) {
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    (void)::poll(&p, 1, kReapWaitMs);
     int status = 0;
     if (::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
       successor_pid_ = 0;
       return Error(ErrorKind::kAborted,
                    "successor died while " + std::string(doing) + ": it " + describe_exit(status));
     }
-    ::usleep(1000);
+    return std::move(io_error).with_context(std::string(doing) + " (successor pid " +
+                                            std::to_string(successor_pid_) + " still runs)");
   }
   return std::move(io_error).with_context(std::string(doing));
 }
@@ -258,11 +266,13 @@ std::optional<std::string> Incumbent::pending_abort() {
 }
 
 std::vector<handoff::HandoffSocket> Incumbent::freeze() {
+  freeze_deadline_us_ = monotonic_us() + host_.options.timeouts.freeze_us;
   frozen_ = host_.freeze_sockets();
   return frozen_;
 }
 
 void Incumbent::unfreeze() {
+  freeze_deadline_us_ = 0;
   frozen_.clear();
   host_.idle_priority(false);
   host_.pause_listeners(false);
@@ -284,6 +294,7 @@ void Incumbent::timeline(const handoff::TimelineRecord& r) {
 }
 
 void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms) {
+  freeze_deadline_us_ = 0;
   host_.upgrade_outcome =
       "committed: generation " + std::to_string(machine_.generation()) + " serves as pid " +
       std::to_string(serving.pid) +

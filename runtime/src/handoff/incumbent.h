@@ -69,6 +69,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   }
   void log(std::string_view line) override { host_.say(line); }
   void timeline(const handoff::TimelineRecord& r) override;
+  void drain_control() override { read_control(); }
 
  private:
   void read_control();
@@ -87,6 +88,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   std::optional<CheckpointWriter> writer_;
   std::optional<Checkpoint> checkpoint_;
   std::vector<handoff::HandoffSocket> frozen_;  // what freeze() returned, for the standby
+  int64_t freeze_deadline_us_ = 0;              // while frozen: how long a send may wait for room
   std::optional<StandbyStart> standby_start_;
 };
 

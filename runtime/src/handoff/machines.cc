@@ -39,7 +39,11 @@ std::string json_escape(std::string_view s) {
 
 std::string seconds_text(int64_t us) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
+  if (us < 1'000'000) {
+    std::snprintf(buf, sizeof buf, "%lld ms", static_cast<long long>(us / 1000));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
+  }
   return buf;
 }
 
@@ -116,6 +120,7 @@ Result<void> IncumbentMachine::request_upgrade() {
   t_ = Timings{};
   t_.start_us = env_.now_us();
   restored_at_us_.reset();
+  restore_heard_us_.reset();
   frozen_ = throttled_ = false;
   final_lsn_ = 0;
   acked_lsn_ = 0;
@@ -189,7 +194,9 @@ void IncumbentMachine::on_message(const Message& m) {
     return tick();
   }
   if (const auto* p = std::get_if<Progress>(&m)) {
-    // Informational in any phase: how far the successor has replayed.
+    // Informational in any phase: how far the successor has replayed. Before RESTORED,
+    // a sign of life from a restore that can take minutes.
+    if (phase_ == IncumbentPhase::kCatchUp && !restored_at_us_) restore_heard_us_ = env_.now_us();
     acked_lsn_ = std::max(acked_lsn_, p->applied_lsn);
     early_acked_ = std::max(early_acked_, p->early_fds);
     return;
@@ -210,8 +217,7 @@ void IncumbentMachine::on_message(const Message& m) {
     }
     // Still frozen: exit only once the successor confirms it serves. If it dies before
     // SERVING it never touched a socket, and this process can serve on.
-    phase_ = IncumbentPhase::kAwaitServing;
-    deadline_us_ = env_.now_us() + timeouts_.prepared_us;
+    phase_ = IncumbentPhase::kAwaitServing;  // the freeze's deadline still holds
     return;
   }
   if (const auto* s = std::get_if<Serving>(&m); s && phase_ == IncumbentPhase::kAwaitServing) {
@@ -251,6 +257,7 @@ Result<void> IncumbentMachine::begin_rollback(std::string reason) {
   phase_ = IncumbentPhase::kCatchUp;
   phase_start_us_ = env_.now_us();
   restored_at_us_ = phase_start_us_;
+  restore_heard_us_.reset();
   deadline_us_ = phase_start_us_ + timeouts_.restored_us;
   if (auto r = env_.send(Rollback{reason}, {}); !r.ok()) {
     abort("sending ROLLBACK: " + r.error().to_string(), false);
@@ -265,9 +272,31 @@ void IncumbentMachine::on_successor_gone(std::string_view why) {
         false);
 }
 
+bool IncumbentMachine::overdue(int64_t now) const {
+  switch (phase_) {
+    case IncumbentPhase::kAwaitHello:
+    case IncumbentPhase::kAwaitPrepared:
+    case IncumbentPhase::kAwaitServing:
+      return now >= deadline_us_;
+    case IncumbentPhase::kCatchUp:
+      return !restored_at_us_ &&
+             (now >= deadline_us_ ||
+              (restore_heard_us_ && now - *restore_heard_us_ >= timeouts_.restore_silence_us));
+    default:
+      return false;
+  }
+}
+
 void IncumbentMachine::tick() {
   if (phase_ == IncumbentPhase::kIdle || phase_ == IncumbentPhase::kCommitted) return;
-  const int64_t now = env_.now_us();
+  int64_t now = env_.now_us();
+  if (overdue(now)) {
+    // Read what has arrived before giving up: a SERVING already in the socket means the
+    // successor serves, and killing it now would lose the writes it acknowledged.
+    const IncumbentPhase before = phase_;
+    env_.drain_control();
+    if (phase_ != before || !overdue(now = env_.now_us())) return;
+  }
   switch (phase_) {
     case IncumbentPhase::kAwaitHello:
       if (now >= deadline_us_) {
@@ -313,6 +342,12 @@ void IncumbentMachine::tick() {
         if (now >= deadline_us_) {
           return abort("successor did not restore within " + seconds_text(timeouts_.restored_us));
         }
+        if (restore_heard_us_ && now - *restore_heard_us_ >= timeouts_.restore_silence_us) {
+          return abort("successor reported no restore progress for " +
+                       seconds_text(now - *restore_heard_us_) + " (it restored for " +
+                       seconds_text(now - phase_start_us_) +
+                       "): taken for hung; it reports about every 100 ms");
+        }
         return;
       }
       if (!early_sent_) {
@@ -338,13 +373,14 @@ void IncumbentMachine::tick() {
     case IncumbentPhase::kAwaitPrepared:
       if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
       if (now >= deadline_us_) {
-        return abort("successor sent no PREPARED within " + seconds_text(timeouts_.prepared_us));
+        return abort("successor sent no PREPARED within " + seconds_text(timeouts_.freeze_us) +
+                     " of the freeze");
       }
       return;
     case IncumbentPhase::kAwaitServing:
       if (now >= deadline_us_) {
-        return abort("successor sent no SERVING within " + seconds_text(timeouts_.prepared_us) +
-                     " of COMMIT");
+        return abort("successor sent no SERVING within " + seconds_text(timeouts_.freeze_us) +
+                     " of the freeze");
       }
       return;
     default:
@@ -415,7 +451,9 @@ void IncumbentMachine::freeze() {
   }
   phase_ = IncumbentPhase::kAwaitPrepared;
   phase_start_us_ = env_.now_us();
-  deadline_us_ = phase_start_us_ + timeouts_.prepared_us;
+  // One deadline for the whole freeze, PREPARED and SERVING included: it bounds what
+  // clients wait for a handoff that is stuck (Timeouts::freeze_us).
+  deadline_us_ = t_.freeze_start_us + timeouts_.freeze_us;
 }
 
 void IncumbentMachine::abort(std::string reason, bool tell_successor) {
@@ -489,6 +527,11 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
     return;
   }
   if (std::holds_alternative<CheckpointReady>(m) && phase_ == SuccessorPhase::kAwaitCheckpoint) {
+    // The first sign of life of a restore: from here the incumbent expects one about every
+    // 100 ms (env_.restore() sends them) and takes a silent successor for hung.
+    if (auto r = env_.send(Progress{0, 0}); !r.ok()) {
+      return fail("sending PROGRESS: " + r.error().to_string(), false);
+    }
     auto restored = env_.restore(std::move(fds[0]));
     if (!restored.ok()) return fail("restore failed: " + restored.error().to_string());
     if (auto r = env_.send(restored.value()); !r.ok()) {
@@ -502,7 +545,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
     frozen_ = *f;
     env_.adopt_metrics(f->metrics);
     frozen_->metrics.clear();
-    deadline_us_ = env_.now_us() + timeouts_.prepared_us;
+    deadline_us_ = env_.now_us() + timeouts_.freeze_us;
     return tick();
   }
   if (const auto* e = std::get_if<EarlyFds>(&m);

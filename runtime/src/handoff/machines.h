@@ -99,6 +99,9 @@ class IncumbentEnv {
   virtual void timeline(const TimelineRecord& record) = 0;
   /// The counters FROZEN carries to the successor (Metrics::carried()).
   virtual std::vector<std::pair<std::string, double>> carried_metrics() { return {}; }
+  /// Delivers whatever control messages have arrived (through on_message) now. Called
+  /// before a deadline aborts, so that an answer already in the socket is not ignored.
+  virtual void drain_control() {}
 };
 
 class IncumbentMachine {
@@ -138,6 +141,8 @@ class IncumbentMachine {
   Result<void> send_early();
   void freeze();
   void abort(std::string reason, bool tell_successor = true);
+  // A deadline of the current phase has passed.
+  bool overdue(int64_t now) const;
 
   IncumbentEnv& env_;
   uint64_t generation_;
@@ -148,6 +153,7 @@ class IncumbentMachine {
   int64_t deadline_us_ = 0;
   int64_t phase_start_us_ = 0;
   std::optional<int64_t> restored_at_us_;
+  std::optional<int64_t> restore_heard_us_;  // the last PROGRESS before RESTORED
   bool frozen_ = false;
   bool throttled_ = false;
   uint64_t final_lsn_ = 0;

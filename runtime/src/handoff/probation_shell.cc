@@ -146,7 +146,7 @@ Result<handoff::CheckpointReady> OnProbation::checkpoint_finish(int*) {
 
 Result<void> OnProbation::send(const handoff::Message& m, std::span<const int> fds) {
   if (std::holds_alternative<handoff::Commit>(m)) host_.idle_priority(true);  // as Incumbent
-  return control_.send(m, fds);
+  return control_.send(m, fds, freeze_deadline_us_);
 }
 
 Result<void> OnProbation::pump_deltas() {
@@ -155,6 +155,7 @@ Result<void> OnProbation::pump_deltas() {
 }
 
 void OnProbation::unfreeze() {
+  freeze_deadline_us_ = 0;
   host_.idle_priority(false);
   host_.pause_listeners(false);
   if (host_.hooks) host_.hooks->unfreeze();
@@ -165,6 +166,7 @@ void OnProbation::throttle(bool on) {
 }
 
 void OnProbation::committed(const handoff::Serving&, uint32_t) {
+  freeze_deadline_us_ = 0;
   // The standby serves again: its clients are its own. Leave without touching them.
   host_.release_listeners();
   drop_link();

@@ -54,7 +54,10 @@ class OnProbation final : public handoff::ProbationEnv {
   uint64_t last_lsn() override { return host_.registry.log().last_lsn(); }
   uint64_t deltas_sent() override { return stream_ ? stream_->deltas_sent() : 0; }
   std::vector<handoff::HandoffSocket> early_sockets() override { return host_.early_sockets(); }
-  std::vector<handoff::HandoffSocket> freeze() override { return host_.freeze_sockets(); }
+  std::vector<handoff::HandoffSocket> freeze() override {
+    freeze_deadline_us_ = monotonic_us() + host_.options.timeouts.freeze_us;
+    return host_.freeze_sockets();
+  }
   void unfreeze() override;
   void throttle(bool on) override;
   void committed(const handoff::Serving& serving, uint32_t probation_ms) override;
@@ -63,6 +66,9 @@ class OnProbation final : public handoff::ProbationEnv {
   }
   void log(std::string_view line) override { host_.say(line); }
   void timeline(const handoff::TimelineRecord& r) override { host_.write_timeline(r); }
+  void drain_control() override {
+    if (control_.open()) on_fd(control_.fd());
+  }
 
  private:
   // Sends the sockets accepted since the last call to the standby (EARLY_FDS).
@@ -77,6 +83,7 @@ class OnProbation final : public handoff::ProbationEnv {
   handoff::ProbationMachine machine_;
   std::vector<UniqueFd> accepted_;  // duplicates, until sent
   std::string unhealthy_;
+  int64_t freeze_deadline_us_ = 0;  // while frozen for a rollback (see Incumbent)
 };
 
 }  // namespace baton

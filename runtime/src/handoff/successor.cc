@@ -96,7 +96,17 @@ void Successor::early_socket_withdrawn(int fd) {
 }
 
 Result<handoff::Restored> Successor::restore(UniqueFd fd) {
-  BATON_ASSIGN_OR_RETURN(RestoreResult r, restore_checkpoint(fd.get(), host_.registry));
+  RestoreOptions options;
+  int64_t reported_us = monotonic_us();
+  options.progress = [&](uint64_t, uint64_t) {
+    // A restore that hangs here is what the incumbent's silence deadline catches.
+    (void)host_.failpoints.hit("successor.restoring");
+    const int64_t now = monotonic_us();
+    if (now - reported_us < 100'000) return;
+    reported_us = now;
+    (void)control_.send(handoff::Progress{0, 0});  // a lost report only shortens the leash
+  };
+  BATON_ASSIGN_OR_RETURN(RestoreResult r, restore_checkpoint(fd.get(), host_.registry, options));
   for (const std::string& note : r.notes) host_.say(note);
   stream_->receive_into(DeltaReplayer(r));
   BATON_TRY(host_.failpoints.hit("successor.after_restore"));
