@@ -2,12 +2,14 @@
 // reports its status or prints its metrics, over the server's control socket
 // (RuntimeOptions::control_socket; a leading '@' = the abstract namespace). Every command
 // has a deadline; exit codes are documented in usage() and docs/operations.md.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstddef>
@@ -36,11 +38,13 @@ void usage(FILE* out) {
                "  upgrade [--no-wait] [--json]\n"
                "            start a live upgrade to the binary the server was started from\n"
                "            (install the new one there first); wait for the outcome and\n"
-               "            print the timeline. --no-wait: return once it has started\n"
+               "            print the timeline (--json: as JSON). --no-wait: return once it\n"
+               "            has started (not with --json)\n"
                "  status [--json]\n"
                "            pid, generation, what the server does (serving, upgrading and its\n"
                "            phase, probation and the time left) and the last upgrade\n"
                "  rollback  during probation: hand service back to the previous version\n"
+               "            (returns once the rollback has started; see status)\n"
                "  promote   during probation: keep the new version and let the old one go\n"
                "  metrics   the server's metrics in Prometheus text format\n"
                "\n"
@@ -48,7 +52,8 @@ void usage(FILE* out) {
                "                    is an abstract socket. Default: $BATON_SOCKET\n"
                "  --timeout SECONDS give up after this long (default 600 for upgrade, 5 else)\n"
                "\n"
-               "exit status: 0 done; 1 the server refused or the upgrade aborted (the reason\n"
+               "exit status: 0 done (rollback: started); 1 the server refused, the upgrade\n"
+               "aborted, or the new version was rolled back after its commit (the reason\n"
                "is printed); 2 bad usage; 3 no server answers on the socket; 4 timed out;\n"
                "5 the server does not accept commands from this uid\n");
 }
@@ -60,10 +65,38 @@ int64_t now_ms() {
 }
 
 struct Reply {
-  int status = kOk;     // kOk when `text` is what the server said
-  std::string text;     // or the error message
-  bool closed = false;  // the server closed the connection (the reply is complete)
+  int status = kOk;       // kOk when `text` is what the server said
+  std::string text;       // or the error message (also for kTimeout when !connected)
+  bool closed = false;    // the server closed the connection (the reply is complete)
+  bool connected = true;  // false: it ended before connect() did
 };
+
+// Connects `fd` (nonblocking) to `addr` by `deadline_ms`: 0, or an errno (ETIMEDOUT).
+// A blocking connect would wait as long as the listen backlog stays full, which is what
+// a stopped or wedged server's does; on AF_UNIX a nonblocking one fails with EAGAIN then,
+// and is retried until the deadline.
+int connect_by(int fd, const sockaddr_un& addr, socklen_t len, int64_t deadline_ms) {
+  for (;;) {
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0) return 0;
+    const int err = errno;
+    if (err == EINTR) continue;
+    const int64_t left = deadline_ms - now_ms();
+    if (left <= 0) return ETIMEDOUT;
+    if (err == EAGAIN) {  // the backlog is full: it may drain
+      ::usleep(static_cast<useconds_t>(std::min<int64_t>(left, 10) * 1000));
+      continue;
+    }
+    if (err != EINPROGRESS) return err;
+    pollfd p{fd, POLLOUT, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) return ETIMEDOUT;
+    int so_error = 0;
+    socklen_t sl = sizeof so_error;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &sl) != 0) return errno;
+    return so_error;
+  }
+}
 
 // What connect() failing on `path` means, for an operator.
 std::string why_unreachable(const std::string& path, int err) {
@@ -98,17 +131,24 @@ Reply ask(const std::string& path, const std::string& line, int64_t deadline_ms,
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   if (path[0] == '@') addr.sun_path[0] = '\0';
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return {kUnreachable, std::string("batonctl: socket: ") + std::strerror(errno)};
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
-    Reply r{kUnreachable, why_unreachable(path, errno)};
+  if (const int err = connect_by(fd, addr, len, deadline_ms); err != 0) {
+    Reply r{kUnreachable, why_unreachable(path, err)};
+    if (err == ETIMEDOUT) {
+      r = {kTimeout,
+           "batonctl: no answer within the timeout: " + path +
+               " accepts no connection (its listen backlog is full: the server is stopped "
+               "or wedged)",
+           false, false};
+    }
     ::close(fd);
     return r;
   }
-  const std::string out = line + "\n";
   // MSG_NOSIGNAL: a server that refuses us may already have answered and closed; its
-  // answer is still ours to read.
+  // answer is still ours to read. A line fits the socket's buffer at once.
+  const std::string out = line + "\n";
   if (::send(fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size()) &&
       errno != EPIPE && errno != ECONNRESET) {
     Reply r{kUnreachable,
@@ -129,7 +169,7 @@ Reply ask(const std::string& path, const std::string& line, int64_t deadline_ms,
       break;
     }
     const ssize_t got = ::read(fd, buf, sizeof buf);
-    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (got <= 0) {
       r.closed = true;
       break;
@@ -250,7 +290,8 @@ int print_answer(const Reply& r) {
     return r.status;
   }
   if (r.status == kTimeout) {
-    std::fprintf(stderr, "batonctl: no answer within the timeout\n");
+    std::fprintf(stderr, "%s\n",
+                 r.connected ? "batonctl: no answer within the timeout" : r.text.c_str());
     return kTimeout;
   }
   if (r.text.empty()) {
@@ -311,10 +352,112 @@ bool has_outcome(const std::string& text) {
          rest.find('\n', first + 1) != std::string::npos;
 }
 
+// The last_upgrade object of a status reply, as its JSON text ("null" if none).
+std::string last_upgrade_json(const std::string& status) {
+  const size_t at = status.find("\"last_upgrade\":");
+  if (at == std::string::npos) return "null";
+  std::string record = status.substr(at + 15);
+  while (!record.empty() && (record.back() == '\n' || record.back() == '}')) record.pop_back();
+  return record == "null" ? record : record + "}";
+}
+
+// Asks `status` until the process that serves shows the record of the upgrade to
+// generation `target`, or shows that something else came of it: an abort, or a
+// generation past it (the new version crashed or failed its health check, and the
+// standby took back). `committed` is the outcome line the incumbent sent ("" if it did
+// not: a server without `upgrade wait`); `before` the last_upgrade record from before the
+// upgrade started, which is not its outcome.
+int watch(const std::string& socket, int64_t deadline_ms, int64_t started_ms, uint64_t target,
+          std::string committed, const std::string& before, bool json) {
+  while (now_ms() < deadline_ms) {
+    const Reply s = ask(socket, "status", deadline_ms);
+    std::map<std::string, std::string> m;
+    if (s.status != kOk || !Json::parse(s.text, &m)) {
+      ::usleep(20'000);  // mid-handoff, or the server is gone: its successor may answer
+      continue;
+    }
+    const uint64_t generation = std::strtoull(m["generation"].c_str(), nullptr, 10);
+    const std::string record = last_upgrade_json(s.text);
+    const uint64_t of = std::strtoull(m["last_upgrade.generation"].c_str(), nullptr, 10);
+    const std::string& outcome = m["last_upgrade.outcome"];
+    const bool fresh = record != "null" && record != before;
+    const bool done = generation == target && of == target && fresh &&
+                      (outcome == "committed" || outcome == "promoted");
+    const bool aborted = of == target && fresh && outcome == "aborted";
+    const bool passed = generation > target || (fresh && of >= target && outcome == "rolled back");
+    if (!done && !aborted && !passed) {
+      ::usleep(20'000);
+      continue;
+    }
+    if (committed.empty() && !aborted) {
+      committed = "committed: generation " + std::to_string(target) +
+                  (done ? " serves as pid " + m["pid"] : std::string());
+    }
+    if (json) {
+      std::printf("%s\n", record.c_str());
+    } else {
+      if (!aborted) std::printf("%s\n", committed.c_str());
+      print_timeline(m, "last_upgrade.");
+    }
+    if (done) return kOk;
+    if (aborted) {
+      std::fprintf(stderr, "batonctl: upgrade aborted: %s; the old version serves on\n",
+                   m["last_upgrade.reason"].c_str());
+      return kRefused;
+    }
+    std::fprintf(stderr,
+                 "batonctl: generation %" PRIu64
+                 " committed, but did not last: generation %s %s%s%s; pid %s serves generation "
+                 "%s now\n",
+                 target, m["last_upgrade.generation"].c_str(), outcome.c_str(),
+                 m["last_upgrade.reason"].empty() ? "" : ": ", m["last_upgrade.reason"].c_str(),
+                 m["pid"].c_str(), m["generation"].c_str());
+    return kRefused;
+  }
+  if (committed.empty()) {
+    std::fprintf(stderr,
+                 "batonctl: no outcome within %.1f s; the upgrade may still run: see "
+                 "'batonctl status'\n",
+                 static_cast<double>(now_ms() - started_ms) / 1000.0);
+    return kTimeout;
+  }
+  std::printf("%s\n", committed.c_str());
+  std::fprintf(stderr,
+               "batonctl: committed, but the new process showed no timeline within the "
+               "timeout; see 'batonctl status'\n");
+  return kOk;
+}
+
+// "ok: upgrade to generation N started" -> N (0 if it is not that line).
+uint64_t started_generation(const std::string& head) {
+  const size_t at = head.find("generation ");
+  return head.rfind("ok: upgrade to ", 0) == 0 && at != std::string::npos
+             ? std::strtoull(head.c_str() + at + 11, nullptr, 10)
+             : 0;
+}
+
+// A server from before `upgrade wait` answers it with this.
+constexpr const char* kNoWaitCommand = "error: unknown command 'upgrade wait'";
+
 int upgrade(const std::string& socket, int64_t deadline_ms, bool wait, bool json) {
   if (!wait) return print_answer(ask(socket, "upgrade", deadline_ms));
   const int64_t started = now_ms();
   const Reply r = ask(socket, "upgrade wait", deadline_ms, has_outcome);
+  // batonctl's own failures (usage, unreachable, a connect that timed out) first: no
+  // upgrade started.
+  if ((r.status != kOk && r.status != kTimeout) || !r.connected) return print_answer(r);
+  if (r.text.rfind(kNoWaitCommand, 0) == 0) {
+    // An older build: start it with `upgrade` and watch `status` for the outcome.
+    std::fprintf(stderr,
+                 "batonctl: this server predates 'upgrade wait'; starting the upgrade with "
+                 "'upgrade' and watching 'status' for its outcome\n");
+    const Reply before = ask(socket, "status", deadline_ms);
+    if (before.status != kOk || before.text.rfind("error: ", 0) == 0) return print_answer(before);
+    const Reply u = ask(socket, "upgrade", deadline_ms);
+    const uint64_t target = started_generation(u.text);
+    if (u.status != kOk || target == 0) return print_answer(u);
+    return watch(socket, deadline_ms, started, target, "", last_upgrade_json(before.text), json);
+  }
   if (r.text.rfind("error: ", 0) == 0 || r.text.empty()) return print_answer(r);
   const size_t nl = r.text.find('\n');
   const std::string head = r.text.substr(0, nl);  // "ok: upgrade to generation N started"
@@ -347,33 +490,8 @@ int upgrade(const std::string& socket, int64_t deadline_ms, bool wait, bool json
   }
   // Committed: the successor writes the timeline once it serves; ask it (the control
   // socket moved to it) until its status shows this generation's record.
-  const std::string committed = rest.substr(0, rest.find('\n'));
-  const std::string target = head.substr(head.find("generation ") + 11,
-                                         head.find(" started") - head.find("generation ") - 11);
-  while (now_ms() < deadline_ms) {
-    const Reply s = ask(socket, "status", deadline_ms);
-    std::map<std::string, std::string> m;
-    if (s.status == kOk && Json::parse(s.text, &m) && m["generation"] == target &&
-        m["last_upgrade.generation"] == target) {
-      if (json) {
-        const size_t at = s.text.find("\"last_upgrade\":");
-        std::string record = s.text.substr(at + 15);
-        while (!record.empty() && (record.back() == '\n' || record.back() == '}'))
-          record.pop_back();
-        std::printf("%s}\n", record.c_str());
-      } else {
-        std::printf("%s\n", committed.c_str());
-        print_timeline(m, "last_upgrade.");
-      }
-      return kOk;
-    }
-    ::usleep(20'000);
-  }
-  std::printf("%s\n", committed.c_str());
-  std::fprintf(stderr,
-               "batonctl: committed, but the new process showed no timeline within the "
-               "timeout; see 'batonctl status'\n");
-  return kOk;
+  return watch(socket, deadline_ms, started, started_generation(head),
+               rest.substr(0, rest.find('\n')), "null", json);
 }
 
 }  // namespace
@@ -439,6 +557,12 @@ int main(int argc, char** argv) {
   if ((no_wait && cmd != "upgrade") || (json && cmd != "upgrade" && cmd != "status")) {
     std::fprintf(stderr, "batonctl: %s does not apply to %s\n", no_wait ? "--no-wait" : "--json",
                  cmd.c_str());
+    return kUsage;
+  }
+  if (no_wait && json) {
+    std::fprintf(stderr,
+                 "batonctl: --json prints the upgrade's timeline, which --no-wait does not "
+                 "wait for; use one of them\n");
     return kUsage;
   }
   if (timeout_s < 0) timeout_s = cmd == "upgrade" && !no_wait ? 600 : 5;

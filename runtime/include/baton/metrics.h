@@ -70,9 +70,17 @@ class Metrics {
   /// help, and each label set once. Errors (kInvalidArgument) name what is wrong.
   Result<Counter*> counter(std::string_view name, std::string_view help, Labels labels = {});
   Result<Gauge*> gauge(std::string_view name, std::string_view help, Labels labels = {});
-  /// A gauge read when scraped, e.g. the number of open connections.
+  /// A gauge read when scraped, e.g. the number of open connections. `read` runs on the
+  /// server's thread from text(), until drop_callbacks().
   Result<void> gauge_fn(std::string_view name, std::string_view help, Labels labels,
                         std::function<double()> read);
+  /// How many gauge_fn() series are registered: a mark for drop_callbacks().
+  size_t callback_count() const { return callbacks_; }
+  /// Destroys the callbacks of every gauge_fn() series but the first `keep` registered;
+  /// text() leaves those series out from then on. The runtime calls it as it is
+  /// destroyed, keeping its own, before it answers the scrapes it accepted already: by
+  /// then the server whose state the others read may be gone.
+  void drop_callbacks(size_t keep = 0);
   /// `upper_bounds` ascending and finite; "+Inf" is added.
   Result<Histogram*> histogram(std::string_view name, std::string_view help,
                                std::vector<double> upper_bounds, Labels labels = {});
@@ -87,7 +95,10 @@ class Metrics {
   std::vector<Sample> carried() const;
   /// Takes the predecessor's samples: each known series becomes the larger of its own and
   /// the received value (a successor counts from zero; a standby taking back counts on
-  /// from what its successor reached).
+  /// from what its successor reached). A histogram is adopted whole or not at all: only if
+  /// the samples hold exactly its buckets (the same bounds), else its samples are dropped,
+  /// since a _sum and _count that jumped without their buckets would contradict them. One
+  /// pass over the samples: it runs inside the freeze.
   void adopt(const std::vector<Sample>& samples);
 
  private:
@@ -96,6 +107,7 @@ class Metrics {
   Result<Series*> add(std::string_view name, std::string_view help, int type, Labels labels);
   std::vector<std::unique_ptr<Family>> families_;
   std::vector<Sample> foreign_;  // adopted samples of series not registered here
+  size_t callbacks_ = 0;         // gauge_fn() series so far
 };
 
 }  // namespace baton

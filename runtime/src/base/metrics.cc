@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <unordered_map>
 
 namespace baton {
 
@@ -82,6 +83,29 @@ std::string bucket_label(const std::vector<double>& bounds, size_t i) {
   return "le=\"" + (i < bounds.size() ? number(bounds[i]) : "+Inf") + "\"";
 }
 
+// A bucket's key up to its le (which label_text() puts last): "h_bucket{a=\"x\"," or
+// "h_bucket{", or "" if `key` is not a bucket's. A label value cannot hide an le=" (its
+// quotes are escaped).
+std::string_view bucket_prefix(std::string_view key) {
+  const size_t le = key.rfind("le=\"");
+  if (le == std::string_view::npos || le == 0 || (key[le - 1] != '{' && key[le - 1] != ',') ||
+      key.back() != '}') {
+    return {};
+  }
+  return key.substr(0, le);
+}
+
+constexpr double kTwo64 = 18446744073709551616.0;  // a sample at or above is no uint64_t
+
+// Raises `a` to `v` unless it holds more already; a CAS loop, since the server's threads
+// may count at the same time.
+template <typename T>
+void raise_to(std::atomic<T>& a, T v) {
+  T now = a.load(std::memory_order_relaxed);
+  while (v > now && !a.compare_exchange_weak(now, v, std::memory_order_relaxed)) {
+  }
+}
+
 }  // namespace
 
 struct Metrics::Series {
@@ -90,6 +114,7 @@ struct Metrics::Series {
   std::unique_ptr<Counter> counter;
   std::unique_ptr<Gauge> gauge;
   std::function<double()> read;
+  size_t callback = 0;  // with `read`: how many gauge_fn() series came before it
   std::unique_ptr<Histogram> histogram;
 };
 
@@ -170,7 +195,16 @@ Result<void> Metrics::gauge_fn(std::string_view name, std::string_view help, Lab
                                std::function<double()> read) {
   BATON_ASSIGN_OR_RETURN(Series * s, add(name, help, kGaugeFn, std::move(labels)));
   s->read = std::move(read);
+  s->callback = callbacks_++;
   return ok();
+}
+
+void Metrics::drop_callbacks(size_t keep) {
+  for (auto& f : families_) {
+    for (auto& s : f->series) {
+      if (s->read && s->callback >= keep) s->read = nullptr;
+    }
+  }
 }
 
 Result<Histogram*> Metrics::histogram(std::string_view name, std::string_view help,
@@ -190,6 +224,11 @@ Result<Histogram*> Metrics::histogram(std::string_view name, std::string_view he
 std::string Metrics::text() const {
   std::string out;
   for (const auto& f : families_) {
+    // A family of callback gauges after drop_callbacks() has nothing to show.
+    const bool empty = std::none_of(f->series.begin(), f->series.end(), [](const auto& s) {
+      return s->counter || s->gauge || s->read || s->histogram;
+    });
+    if (empty) continue;
     out += "# HELP " + f->name + " " + escape(f->help, false) + "\n";
     out += "# TYPE " + f->name + " " + kTypeName[f->type] + "\n";
     for (const auto& s : f->series) {
@@ -237,47 +276,91 @@ std::vector<Metrics::Sample> Metrics::carried() const {
 }
 
 void Metrics::adopt(const std::vector<Sample>& samples) {
-  auto raise = [](auto& atomic, auto v) {
-    if (v > atomic.load()) atomic.store(v);
+  if (samples.empty()) return;  // each registration adopts foreign_, mostly empty
+  // Where each key this build registers goes, built once: a counter, or a histogram's
+  // bucket (0..bounds), sum or count. Then one pass over the samples.
+  constexpr int kCounterPart = -1, kSumPart = -2, kCountPart = -3;
+  struct Target {
+    Series* series;
+    int part;
   };
-  for (const auto& [key, value] : samples) {
-    if (!(value >= 0) || !std::isfinite(value)) continue;  // counters never are
-    bool known = false;
-    for (const auto& f : families_) {
-      if (key.rfind(f->name, 0) != 0) continue;
-      const std::string rest = key.substr(f->name.size());
-      for (const auto& s : f->series) {
-        if (s->counter && rest == s->labels_text) {
-          raise(s->counter->value_, static_cast<uint64_t>(value));
-          known = true;
-        } else if (Histogram* h = s->histogram.get()) {
-          if (rest == "_sum" + s->labels_text) {
-            raise(h->sum_, value);
-            known = true;
-          } else if (rest == "_count" + s->labels_text) {
-            raise(h->count_, static_cast<uint64_t>(value));
-            known = true;
-          }
-          for (size_t i = 0; i <= h->bounds_.size() && !known; ++i) {
-            const std::string le = bucket_label(h->bounds_, i);
-            if (rest == "_bucket" + label_text(s->labels, le)) {
-              raise(h->buckets_[i], static_cast<uint64_t>(value));
-              known = true;
-            }
-          }
+  std::unordered_map<std::string, Target> targets;
+  std::unordered_map<std::string, Series*> buckets_of;  // bucket_prefix() -> its histogram
+  for (const auto& f : families_) {
+    for (const auto& s : f->series) {
+      if (s->counter) {
+        targets.emplace(f->name + s->labels_text, Target{s.get(), kCounterPart});
+      } else if (const Histogram* h = s->histogram.get()) {
+        std::string key;
+        for (size_t i = 0; i <= h->bounds_.size(); ++i) {
+          key = f->name + "_bucket" + label_text(s->labels, bucket_label(h->bounds_, i));
+          targets.emplace(key, Target{s.get(), static_cast<int>(i)});
         }
-        if (known) break;
+        buckets_of.emplace(std::string(bucket_prefix(key)), s.get());
+        targets.emplace(f->name + "_sum" + s->labels_text, Target{s.get(), kSumPart});
+        targets.emplace(f->name + "_count" + s->labels_text, Target{s.get(), kCountPart});
       }
-      if (known) break;
     }
-    if (known) continue;
-    auto same = [&](const Sample& s) { return s.first == key; };
-    auto it = std::find_if(foreign_.begin(), foreign_.end(), same);
-    if (it == foreign_.end()) {
-      foreign_.emplace_back(key, value);
+  }
+  // A histogram's samples are collected first: it is adopted only if they are complete.
+  struct Received {
+    std::vector<double> buckets;  // -1: not received
+    double sum = -1, count = -1;
+    bool foreign_bucket = false;  // a bucket at a bound this build does not have
+  };
+  std::unordered_map<Series*, Received> histograms;
+  auto received = [&histograms](Series* s) -> Received& {
+    Received& r = histograms[s];
+    if (r.buckets.empty()) r.buckets.assign(s->histogram->bounds_.size() + 1, -1);
+    return r;
+  };
+  std::unordered_map<std::string, size_t> foreign_at;
+  for (size_t i = 0; i < foreign_.size(); ++i) foreign_at.emplace(foreign_[i].first, i);
+
+  for (const Sample& sample : samples) {
+    const std::string& key = sample.first;
+    const double value = sample.second;
+    if (!(value >= 0) || !std::isfinite(value)) continue;  // counters never are
+    if (auto t = targets.find(key); t != targets.end()) {
+      Series* s = t->second.series;
+      if (t->second.part == kCounterPart) {
+        if (value < kTwo64) raise_to(s->counter->value_, static_cast<uint64_t>(value));
+        continue;
+      }
+      Received& r = received(s);
+      double& slot = t->second.part == kSumPart ? r.sum
+                     : t->second.part == kCountPart
+                         ? r.count
+                         : r.buckets[static_cast<size_t>(t->second.part)];
+      slot = std::max(slot, value);
+      continue;
+    }
+    if (const std::string_view prefix = bucket_prefix(key); !prefix.empty()) {
+      if (auto h = buckets_of.find(std::string(prefix)); h != buckets_of.end()) {
+        received(h->second).foreign_bucket = true;  // the bounds changed between builds
+        continue;
+      }
+    }
+    // A series this build does not register: carried on, in case the next one does.
+    if (auto f = foreign_at.find(key); f != foreign_at.end()) {
+      foreign_[f->second].second = std::max(foreign_[f->second].second, value);
     } else {
-      it->second = std::max(it->second, value);
+      foreign_at.emplace(key, foreign_.size());
+      foreign_.emplace_back(key, value);
     }
+  }
+
+  for (auto& [s, r] : histograms) {
+    const bool complete =
+        !r.foreign_bucket && r.sum >= 0 && r.count >= 0 &&
+        std::all_of(r.buckets.begin(), r.buckets.end(), [](double b) { return b >= 0; });
+    if (!complete) continue;  // dropped whole: see adopt()'s comment in metrics.h
+    Histogram& h = *s->histogram;
+    for (size_t i = 0; i < r.buckets.size(); ++i) {
+      if (r.buckets[i] < kTwo64) raise_to(h.buckets_[i], static_cast<uint64_t>(r.buckets[i]));
+    }
+    raise_to(h.sum_, r.sum);
+    if (r.count < kTwo64) raise_to(h.count_, static_cast<uint64_t>(r.count));
   }
 }
 

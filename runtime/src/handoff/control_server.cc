@@ -34,6 +34,17 @@ void drain(int fd) {
 
 std::string control_error(int, const std::string& text) { return "error: " + text + "\n"; }
 
+size_t line_end(std::string_view in) { return in.find('\n'); }
+
+// The empty line that ends an HTTP head. Lines end in CRLF, but a recipient may take a
+// bare LF (RFC 9112, section 2.2), as a request typed into nc or printf'd sends.
+size_t head_end(std::string_view in) {
+  for (size_t nl = in.find('\n'); nl != std::string_view::npos; nl = in.find('\n', nl + 1)) {
+    if (in.substr(nl + 1, 1) == "\n" || in.substr(nl + 1, 2) == "\r\n") return nl;
+  }
+  return std::string_view::npos;
+}
+
 std::string http_error(int status, const std::string& text) {
   const char* reason = status == 400   ? "Bad Request"
                        : status == 403 ? "Forbidden"
@@ -50,8 +61,8 @@ std::string http_error(int status, const std::string& text) {
 
 }  // namespace
 
-const ControlServer::Dialect ControlServer::kControl{"control", true, "\n", 256, control_error};
-const ControlServer::Dialect ControlServer::kHttp{"metrics", false, "\r\n\r\n", 8192, http_error};
+const ControlServer::Dialect ControlServer::kControl{"control", true, line_end, 256, control_error};
+const ControlServer::Dialect ControlServer::kHttp{"metrics", false, head_end, 8192, http_error};
 
 ControlServer::ControlServer(Host& host, const Dialect& dialect, Commands commands)
     : host_(host), dialect_(dialect), commands_(std::move(commands)) {}
@@ -87,7 +98,7 @@ void ControlServer::accept_all(int listener) {
       continue;
     }
     if (!host_.watch(conn.get()).ok()) continue;
-    conns_.push_back({std::move(conn), {}, monotonic_us() + kDeadlineUs, false, {}});
+    conns_.push_back({std::move(conn), {}, monotonic_us() + kDeadlineUs, false, 0, {}});
   }
 }
 
@@ -124,7 +135,7 @@ bool ControlServer::on_fd(int fd) {
     eof = true;  // closed, or an error: what arrived is all there is
     break;
   }
-  const size_t end = c.in.find(dialect_.end);
+  const size_t end = dialect_.request_end(c.in);
   if (end == std::string::npos && c.in.size() > dialect_.max_request) {
     reply_and_close(
         i, dialect_.error(431, "a request is at most " + std::to_string(dialect_.max_request) +
@@ -143,6 +154,7 @@ bool ControlServer::on_fd(int fd) {
   }
   (void)send_now(fd, std::move(r.text));  // a line: the socket takes it
   c.waiting = true;
+  c.attempt = r.attempt;
   c.deadline_us = INT64_MAX;
   if (eof) host_.unwatch(fd);  // maybe a half-close: the outcome is still sent
   return true;
@@ -163,25 +175,31 @@ void ControlServer::tick() {
   }
 }
 
-void ControlServer::finish_open(int64_t timeout_us) {
+void ControlServer::finish_open(std::initializer_list<ControlServer*> servers, int64_t timeout_us) {
+  // One deadline for all: a silent control connection does not delay a scrape's answer,
+  // nor the exit, beyond it.
   const int64_t until = monotonic_us() + timeout_us;
   for (int64_t now = monotonic_us(); now < until; now = monotonic_us()) {
     std::vector<pollfd> fds;
-    for (const Conn& c : conns_) {
-      if (!c.waiting)
+    std::vector<ControlServer*> owner;
+    for (ControlServer* s : servers) {
+      for (const Conn& c : s->conns_) {
+        if (c.waiting) continue;
         fds.push_back({c.fd.get(), static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+        owner.push_back(s);
+      }
     }
     if (fds.empty()) return;
     if (::poll(fds.data(), fds.size(), static_cast<int>((until - now) / 1000) + 1) <= 0) continue;
-    for (const pollfd& p : fds) {
-      if (p.revents != 0) (void)on_fd(p.fd);
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents != 0) (void)owner[i]->on_fd(fds[i].fd);
     }
   }
 }
 
-void ControlServer::finish_waiters(const std::string& text) {
+void ControlServer::finish_waiters(const std::string& text, uint64_t attempt) {
   for (size_t i = conns_.size(); i-- > 0;) {
-    if (conns_[i].waiting) reply_and_close(i, text);
+    if (conns_[i].waiting && conns_[i].attempt == attempt) reply_and_close(i, text);
   }
 }
 

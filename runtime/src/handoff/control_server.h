@@ -7,13 +7,14 @@
 // at once is sent as the peer reads it (within the same deadline). Any local user who can
 // reach the socket therefore costs the loop a few microseconds, not seconds.
 // A command may also ask to wait (`upgrade wait`): its connection then stays open, with
-// no deadline, until finish_waiters() sends the outcome.
+// no deadline, until finish_waiters() sends the outcome of the upgrade it started.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,7 +32,8 @@ class ControlServer {
 
   struct Reply {
     std::string text;
-    bool wait = false;  // keep the connection open for finish_waiters()
+    bool wait = false;     // keep the connection open for finish_waiters()
+    uint64_t attempt = 0;  // with `wait`: the upgrade whose outcome it waits for
   };
   /// Runs one request (for a line: without its newline) and returns the reply.
   using Commands = std::function<Reply(const std::string&)>;
@@ -40,7 +42,9 @@ class ControlServer {
   struct Dialect {
     const char* what;    // "control", "metrics": for the log
     bool same_uid_only;  // SO_PEERCRED: refuse other uids
-    const char* end;     // a request ends here: "\n" or "\r\n\r\n"
+    /// Where the request in `in` ends (its length, without the terminator), or npos: a
+    /// line's newline, or the blank line after an HTTP head (CRLF or bare LF).
+    size_t (*request_end)(std::string_view in);
     size_t max_request;  // bytes, with its end
     /// The reply to a refused or broken request; `http_status` for the HTTP dialect.
     std::string (*error)(int http_status, const std::string& text);
@@ -57,11 +61,12 @@ class ControlServer {
   bool on_fd(int fd);
   /// Closes connections past their deadline.
   void tick();
-  /// At exit: serves the connections already accepted (not the waiting ones) for up to
-  /// `timeout_us`, so that a scrape accepted just before a handoff is answered, not reset.
-  void finish_open(int64_t timeout_us);
-  /// Sends `text` to every waiting connection and closes them.
-  void finish_waiters(const std::string& text);
+  /// At exit: serves the connections the `servers` accepted already (not the waiting ones)
+  /// for up to `timeout_us` in all, so that a scrape accepted just before a handoff is
+  /// answered, not reset.
+  static void finish_open(std::initializer_list<ControlServer*> servers, int64_t timeout_us);
+  /// Sends `text` to the connections that wait for upgrade `attempt`, and closes them.
+  void finish_waiters(const std::string& text, uint64_t attempt);
   size_t open() const { return conns_.size(); }
 
  private:
@@ -70,6 +75,7 @@ class ControlServer {
     std::string in;
     int64_t deadline_us = 0;
     bool waiting = false;  // has its command; waits for finish_waiters()
+    uint64_t attempt = 0;  // while waiting: the upgrade it waits for
     std::string out;       // a reply not yet sent in full: sent on EPOLLOUT, then closed
   };
   void reply_and_close(size_t i, std::string reply);

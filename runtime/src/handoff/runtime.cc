@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "baton/unix_socket.h"
 #include "handoff/control_server.h"
@@ -34,6 +36,8 @@ namespace {
 constexpr const char* kEnvControl = "BATON_CONTROL_FD";
 constexpr const char* kEnvStream = "BATON_STREAM_FD";
 constexpr const char* kEnvGeneration = "BATON_GENERATION";
+// At exit, the requests accepted already are answered within this (docs/protocol.md).
+constexpr int64_t kFinishOpenUs = 200'000;
 
 }  // namespace
 
@@ -43,9 +47,13 @@ class Runtime::Impl {
       : host_(std::move(options), std::move(failpoints)) {}
 
   ~Impl() {
+    // From here on the process only answers what it accepted already (control_command()).
+    // The server may be destroyed already (kvd's Server is, before its Runtime): no
+    // gauge_fn callback of its may run; the runtime's own read what lives until the end.
+    exiting_ = true;
+    host_.metrics.drop_callbacks(own_callbacks_);
     finish_waiters();  // a commit without probation ends the process: tell batonctl first
-    control_.finish_open(200'000);
-    http_.finish_open(200'000);
+    ControlServer::finish_open({&control_, &http_}, kFinishOpenUs);
     // Roles before the host they refer to; a standby never kills the successor it follows.
     standby_.reset();
     probation_.reset();
@@ -81,6 +89,7 @@ class Runtime::Impl {
         "baton_reverse_lag_bytes",
         "during probation: writes not yet in the reverse stream to the standby", {},
         [this] { return probation_ ? static_cast<double>(probation_->lag_bytes()) : 0.0; }));
+    own_callbacks_ = host_.metrics.callback_count();  // the server's come after
     if (const char* c = std::getenv(kEnvControl)) {
       const char* s = std::getenv(kEnvStream);
       const char* g = std::getenv(kEnvGeneration);
@@ -183,6 +192,9 @@ class Runtime::Impl {
   }
 
   Result<void> request_upgrade() {
+    // An outcome not sent yet is the previous upgrade's (it aborted in this epoll batch):
+    // tagged as such now, before a new upgrade's waiters join, and sent from service().
+    take_outcome();
     if (standby_) {
       const std::string why = "upgrade request ignored: this process is the standby of pid " +
                               std::to_string(standby_->successor_pid()) +
@@ -200,6 +212,7 @@ class Runtime::Impl {
     }
     if (!incumbent_) return Error(ErrorKind::kState, "this process does not serve yet");
     BATON_TRY(incumbent_->machine().request_upgrade());
+    ++upgrade_attempt_;
     // systemd shows the unit "reloading" until whichever process serves sends READY=1.
     host_.notify_systemd("RELOADING=1\nSTATUS=upgrading to generation " +
                          std::to_string(host_.generation + 1) +
@@ -224,12 +237,18 @@ class Runtime::Impl {
     auto error = [](const Error& e) {
       return ControlServer::Reply{"error: " + e.message() + "\n"};
     };
+    if (exiting_ && cmd != "status" && cmd != "metrics") {
+      // An upgrade started now would spawn a successor only to kill it, and a waiter
+      // would never hear its outcome.
+      return {"error: this process is exiting (it handed off or is stopping); retry '" +
+              cmd.substr(0, 64) + "' against the server that serves now\n"};
+    }
     if (cmd == "upgrade" || cmd == "upgrade wait") {
       if (auto r = request_upgrade(); !r.ok()) return error(r.error());
       // `wait`: the outcome follows on this connection when the incumbent knows it
       // (Host::upgrade_outcome, sent from service()).
       return {"ok: upgrade to generation " + std::to_string(host_.generation + 1) + " started\n",
-              cmd == "upgrade wait"};
+              cmd == "upgrade wait", upgrade_attempt_};
     }
     if (cmd == "status") return {status_json() + "\n"};
     if (cmd == "metrics") return {host_.metrics.text()};
@@ -247,7 +266,8 @@ class Runtime::Impl {
 
   // The metrics endpoint: GET /metrics (or /), nothing else.
   ControlServer::Reply http_request(const std::string& head) {
-    const std::string line = head.substr(0, head.find("\r\n"));
+    std::string line = head.substr(0, head.find('\n'));  // CRLF, or a bare LF
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     const size_t sp1 = line.find(' '), sp2 = line.find(' ', sp1 + 1);
     if (sp1 == std::string::npos || sp2 == std::string::npos ||
         line.compare(sp2 + 1, 5, "HTTP/") != 0) {
@@ -270,10 +290,18 @@ class Runtime::Impl {
         (method == "GET" ? body : std::string())};
   }
 
-  // Sends an upgrade's outcome to the batonctl connections that wait for it.
-  void finish_waiters() {
+  // The incumbent's outcome (Host::upgrade_outcome) is the latest attempt's: the next
+  // one starts only after it, in request_upgrade(), which takes it first.
+  void take_outcome() {
     if (host_.upgrade_outcome.empty()) return;
-    control_.finish_waiters(std::exchange(host_.upgrade_outcome, {}));
+    outcomes_.emplace_back(upgrade_attempt_, std::exchange(host_.upgrade_outcome, {}));
+  }
+
+  // Sends each upgrade's outcome to the batonctl connections that wait for that upgrade.
+  void finish_waiters() {
+    take_outcome();
+    for (const auto& [attempt, text] : outcomes_) control_.finish_waiters(text, attempt);
+    outcomes_.clear();
   }
 
   std::string status_json() const {
@@ -372,6 +400,10 @@ class Runtime::Impl {
   std::optional<handoff::TimelineRecord> pending_timeline_;
   bool announce_pending_ = false;
   int64_t served_at_us_ = 0;
+  uint64_t upgrade_attempt_ = 0;  // upgrades started by this process; tags waiters
+  std::vector<std::pair<uint64_t, std::string>> outcomes_;  // attempt, outcome: not sent yet
+  bool exiting_ = false;      // ~Impl runs: only status and metrics are answered
+  size_t own_callbacks_ = 0;  // the runtime's gauge_fn() series: registered first
 };
 
 Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeOptions options) {
