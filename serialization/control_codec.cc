@@ -110,7 +110,7 @@ std::string encode_message(const Message& m) {
           f.setFreezeStartUs(v.freeze_start_us);
           auto m = f.initMetrics(static_cast<unsigned>(v.metrics.size()));
           for (unsigned i = 0; i < v.metrics.size(); ++i) {
-            m[i].setSeries(v.metrics[i].first);
+            m[i].setSeries(text(v.metrics[i].first));
             m[i].setValue(v.metrics[i].second);
           }
         } else if constexpr (std::is_same_v<T, FdBatch>) {
@@ -197,7 +197,7 @@ Result<Message> decode_message(std::string_view packet) {
       case wire::Message::FROZEN: {
         auto f = root.getFrozen();
         Frozen out{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs(), {}};
-        for (auto s : f.getMetrics()) out.metrics.emplace_back(s.getSeries().cStr(), s.getValue());
+        for (auto s : f.getMetrics()) out.metrics.emplace_back(str(s.getSeries()), s.getValue());
         return Message(std::move(out));
       }
       case wire::Message::FD_BATCH:

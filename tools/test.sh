@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds and runs the whole test suite under the default preset, ASan+UBSan and TSan.
-# Usage: tools/test.sh [preset...]   (default: "default asan tsan")
+# Builds and runs the whole test suite under the default preset, ASan+UBSan and TSan, then
+# fuzzes each decoder briefly (the fuzz preset, docs/fuzzing.md).
+# Usage: tools/test.sh [preset...]   (default: "default asan tsan fuzz")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/deps.sh
 baton_install_deps
 presets=("$@")
-((${#presets[@]})) || presets=(default asan tsan)
+((${#presets[@]})) || presets=(default asan tsan fuzz)
 jobs=$(nproc)
 for preset in "${presets[@]}"; do
   start=$(date +%s)

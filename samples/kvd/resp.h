@@ -126,6 +126,10 @@ class RequestParser {
       *error = "ERR Protocol error: too big inline request";
       return fail();
     }
+    if (nl > kMaxInlineBytes) {  // refused whole too, as it is when it trickles in
+      *error = "ERR Protocol error: too big inline request";
+      return fail();
+    }
     std::string_view line = in.substr(0, nl);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     for (unsigned char c : line) {
