@@ -205,7 +205,8 @@ INSTANTIATE_TEST_SUITE_P(
         FailCase{"successor.after_restore=hang", {"successor did not restore within 1.5 s"}},
         FailCase{"successor.after_restore=error", {"fail point successor.after_restore"}},
         FailCase{"successor.before_prepared=crash", {"killed by signal 9"}},
-        FailCase{"successor.before_prepared=hang", {"successor sent no PREPARED within 1.5 s of the freeze"}},
+        FailCase{"successor.before_prepared=hang",
+                 {"successor sent no PREPARED within 1.5 s of the freeze"}},
         FailCase{"successor.after_prepared=crash", {"killed by signal 9"}}),
     [](const auto& info) {
       std::string n = info.param.failpoint;
