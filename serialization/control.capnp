@@ -54,6 +54,8 @@ struct HandedFd {
   state @1 :Data;          # opaque per-connection bytes, e.g. a half-read request
   id @2 :UInt64;           # the socket's identity (its inode) while it is open
   early @3 :Bool;          # in FdBatch: names a socket sent in EarlyFds (by id); no fd attached
+  stateFd @4 :Bool;        # in FdBatch (protocol 6): state is empty; it travels in a sealed
+                           # memfd attached right after the socket's fd
 }
 
 struct FdBatch {           # incumbent -> successor after FROZEN; fds of entries that are

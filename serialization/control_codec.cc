@@ -58,13 +58,16 @@ void fill(capnp::List<wire::HandedFd>::Builder l, const std::vector<HandedFd>& f
     l[i].setState(data(fds[i].state));
     l[i].setId(fds[i].id);
     l[i].setEarly(fds[i].early);
+    l[i].setStateFd(fds[i].state_fd);
   }
 }
 
 std::vector<HandedFd> read(capnp::List<wire::HandedFd>::Reader l) {
   std::vector<HandedFd> out;
   out.reserve(l.size());
-  for (auto f : l) out.push_back({str(f.getTag()), str(f.getState()), f.getId(), f.getEarly()});
+  for (auto f : l) {
+    out.push_back({str(f.getTag()), str(f.getState()), f.getId(), f.getEarly(), f.getStateFd()});
+  }
   return out;
 }
 

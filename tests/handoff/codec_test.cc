@@ -18,6 +18,7 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       Frozen{120, 3, 77, {}},
       Frozen{121, 1, 78, {{"baton_upgrades_total{outcome=\"committed\"}", 3}, {"x_sum", 0.25}}},
       FdBatch{{{"listener", "", 7, true}, {"conn", std::string("half\0read", 9), 8, false}}},
+      FdBatch{{{"conn", "", 9, false, true}, {"conn", "", 10, true, true}}},
       EarlyFds{{{"conn", "", 1ull << 40, false}}},
       Prepared{120, 3},
       Commit{9, t, 0},

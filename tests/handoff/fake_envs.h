@@ -97,6 +97,15 @@ class FakeIncumbentOf : public Base {
   }
   void log(std::string_view line) override { logs.emplace_back(line); }
   void timeline(const TimelineRecord& r) override { timelines.push_back(r); }
+  std::vector<UniqueFd> spilled;  // a copy of every memfd the machine had made
+  Result<UniqueFd> spill_state(std::string_view state) override {
+    auto fd = baton::spill_state(state);
+    if (fd.ok()) spilled.emplace_back(::fcntl(fd->get(), F_DUPFD_CLOEXEC, 0));
+    return fd;
+  }
+  std::string describe_socket(int fd) override {
+    return "fd " + std::to_string(fd) + ", peer 192.0.2.7:4242";
+  }
   std::function<void()> on_drain;  // what has "arrived" when the machine drains control
   int drains = 0;
   void drain_control() override {

@@ -394,6 +394,51 @@ TEST(IncumbentMachine, AnAbortInsideTheFreezeReportsItsRealBlackout) {
   EXPECT_GE(env.timelines.back().blackout_us, 5'000'000);
 }
 
+// Issue 14, case 10: a slow reader with more than about 512 KiB of unread replies vetoed
+// every upgrade ("per-connection state of fd 9 is too large"). A state above 64 KiB now
+// travels in a sealed memfd attached after its socket, with a successor of protocol 6.
+TEST(IncumbentMachine, AStateTooLargeForAMessageTravelsInAMemfdAfterItsSocket) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  const std::string big(3 << 20, 'r');  // 3 MiB of unread replies
+  env.socket_fds = {open_fd(), open_fd(), open_fd()};
+  env.at_freeze = {{env.socket_fds[0], "listener", ""},
+                   {env.socket_fds[1], "conn", big, 21},
+                   {env.socket_fds[2], "conn", "small", 22}};
+  to_await_prepared(m, env);
+  ASSERT_EQ(m.protocol_version(), kStateFdProtocolVersion);
+  auto batches = env.sent_of<FdBatch>();
+  ASSERT_EQ(batches.size(), 1u);
+  const FdBatch& b = *batches[0];
+  EXPECT_EQ(b.fds[1], (HandedFd{"conn", "", 21, false, true}));
+  EXPECT_EQ(b.fds[2], (HandedFd{"conn", "small", 22, false, false}));
+  EXPECT_EQ(b.attached(), 4u);  // three sockets and one memfd, right after its socket
+  ASSERT_EQ(env.spilled.size(), 1u);
+  auto read = read_spilled_state(env.spilled[0].get());
+  ASSERT_TRUE(read.ok()) << read.error().to_string();
+  EXPECT_EQ(*read, big);
+}
+
+TEST(IncumbentMachine, AStateTooLargeForAnOlderSuccessorAbortsNamingThePeer) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  env.socket_fds = {open_fd()};
+  env.at_freeze = {{env.socket_fds[0], "conn", std::string(3 << 20, 'r'), 21}};
+  ASSERT_TRUE(m.request_upgrade().ok());
+  Hello h = good_hello();
+  h.max_protocol_version = 5;  // the build before memfd states
+  m.on_message(h);
+  for (int i = 0; i < env.steps_to_finish; ++i) m.tick();
+  m.on_message(Restored{1000, 5});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("fd " + std::to_string(env.socket_fds[0]) +
+                                ", peer 192.0.2.7:4242 is 3145728 bytes"),
+            std::string::npos)
+      << m.last_abort();
+  EXPECT_NE(m.last_abort().find("protocol 5"), std::string::npos) << m.last_abort();
+  EXPECT_TRUE(env.spilled.empty());
+}
+
 TEST(IncumbentMachine, HandsTenThousandFdsInBatchesOfAtMost253) {
   FakeIncumbent env;
   env.sockets_at_freeze = 10000;
@@ -506,6 +551,27 @@ TEST(SuccessorMachine, HelloRestoreReplayPrepareAndServeOnCommit) {
   EXPECT_EQ(env.served[1].state, "GET /");
   EXPECT_FALSE(env.served_as_takeover);
   for (int fd : raw) EXPECT_TRUE(is_open(fd));
+}
+
+TEST(SuccessorMachine, AStateInAMemfdIsReadBackForItsSocket) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 4242);
+  s.start();
+  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  s.on_message(Frozen{120, 1, 777, {}}, {});
+  const std::string big(1 << 20, 'q');
+  auto attached = fds(1);
+  auto memfd = spill_state(big);
+  ASSERT_TRUE(memfd.ok());
+  attached.push_back(std::move(memfd).value());
+  s.on_message(FdBatch{{{"conn", "", 9, false, true}}}, std::move(attached));
+  env.applied = 120;
+  s.tick();
+  ASSERT_EQ(s.phase(), SuccessorPhase::kPrepared) << env.failed.value_or("");
+  s.on_message(Commit{5, {}}, {});
+  ASSERT_EQ(env.served.size(), 1u);
+  EXPECT_EQ(env.served[0].state, big);
 }
 
 TEST(SuccessorMachine, TakesOverWhenTheIncumbentDiesAfterPrepared) {

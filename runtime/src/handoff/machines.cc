@@ -235,7 +235,7 @@ void IncumbentMachine::on_message(const Message& m) {
         std::string(to_string(phase_)));
 }
 
-Result<void> IncumbentMachine::begin_rollback(std::string reason) {
+Result<void> IncumbentMachine::begin_rollback(std::string reason, uint32_t peer_protocol) {
   if (phase_ != IncumbentPhase::kIdle) {
     return Error(ErrorKind::kState, "rollback refused: a handoff is already in phase " +
                                         std::string(to_string(phase_)));
@@ -251,7 +251,7 @@ Result<void> IncumbentMachine::begin_rollback(std::string reason) {
   early_acked_ = 0;
   last_abort_.clear();
   rolling_back_ = true;
-  protocol_version_ = kProtocolVersion;
+  protocol_version_ = std::min(peer_protocol, kProtocolVersion);  // what the standby speaks
   env_.log("rollback to generation " + std::to_string(generation_ + 1) + ": " + reason);
   // The standby is caught up already: straight to catch-up, as if it had just restored.
   phase_ = IncumbentPhase::kCatchUp;
@@ -425,26 +425,47 @@ void IncumbentMachine::freeze() {
   Frozen f{final_lsn_, fd_count_, t_.freeze_start_us, env_.carried_metrics()};
   if (auto r = env_.send(f, {}); !r.ok()) return abort("sending FROZEN: " + r.error().to_string());
   // Fd batches: at most kMaxFdsPerMessage fds and about half a message of state each. A
-  // socket sent early (same id, same fd) moves by reference, without its fd.
+  // socket sent early (same id, same fd) moves by reference, without its fd. A state above
+  // kInlineStateBytes (a slow reader's unread replies, a huge half-read request) travels
+  // in a sealed memfd attached after its socket, when the successor speaks protocol 6.
+  const bool spill = protocol_version_ >= kStateFdProtocolVersion;
   size_t i = 0;
   while (i < sockets.size()) {
     FdBatch batch;
     std::vector<int> fds;
+    std::vector<UniqueFd> spilled;  // open until the batch is sent
     size_t bytes = 0;
-    while (i < sockets.size() && fds.size() < kMaxFdsPerMessage &&
-           bytes + sockets[i].state.size() + sockets[i].tag.size() < kMaxMessageBytes / 2) {
+    while (i < sockets.size()) {
       const HandoffSocket& s = sockets[i];
       auto it = s.id != 0 ? early_.find(s.id) : early_.end();
       const bool early = it != early_.end() && it->second == s.fd;
-      bytes += s.state.size() + s.tag.size() + 32;
-      batch.fds.push_back({s.tag, s.state, s.id, early});
+      const bool in_fd = spill && s.state.size() > kInlineStateBytes;
+      const size_t size = (in_fd ? 0 : s.state.size()) + s.tag.size() + 32;
+      const size_t more_fds = size_t{!early} + size_t{in_fd};
+      if (fds.size() + more_fds > kMaxFdsPerMessage || bytes + size >= kMaxMessageBytes / 2) break;
+      bytes += size;
+      batch.fds.push_back({s.tag, in_fd ? std::string() : s.state, s.id, early, in_fd});
       if (!early) fds.push_back(s.fd);
+      if (in_fd) {
+        auto fd = env_.spill_state(s.state);
+        if (!fd.ok()) {
+          return abort("keeping the " + std::to_string(s.state.size()) + "-byte state of " +
+                       env_.describe_socket(s.fd) + " in a memfd: " + fd.error().to_string());
+        }
+        fds.push_back(fd->get());
+        spilled.push_back(std::move(fd).value());
+      }
       ++i;
     }
-    if (batch.fds.empty())
-
-      return abort("per-connection state of fd " + std::to_string(sockets[i].fd) +
-                   " is too large to hand over");
+    if (batch.fds.empty()) {
+      return abort("the per-connection state of " + env_.describe_socket(sockets[i].fd) + " is " +
+                   std::to_string(sockets[i].state.size()) +
+                   " bytes, more than a control message carries, and the successor speaks "
+                   "protocol " +
+                   std::to_string(protocol_version_) +
+                   ", which cannot take it in a memfd (6 can): let that client read its "
+                   "replies, or upgrade from a build that speaks protocol 6");
+    }
     if (auto r = env_.send(batch, fds); !r.ok()) {
       return abort("sending fds: " + r.error().to_string());
     }
@@ -570,8 +591,18 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
       b && phase_ == SuccessorPhase::kCatchUp && frozen_) {
     size_t next_fd = 0;
     for (const HandedFd& f : b->fds) {
+      UniqueFd sock = f.early ? UniqueFd() : std::move(fds[next_fd++]);
+      std::string state = f.state;
+      if (f.state_fd) {
+        auto read = env_.read_state(std::move(fds[next_fd++]));
+        if (!read.ok()) {
+          return fail("reading the state of socket id " + std::to_string(f.id) +
+                      " from its memfd: " + read.error().to_string());
+        }
+        state = std::move(read).value();
+      }
       if (!f.early) {
-        sockets_.push_back({fds[next_fd++].release(), f.tag, f.state, f.id, false});
+        sockets_.push_back({sock.release(), f.tag, std::move(state), f.id, false});
         continue;
       }
       auto it = early_.find(f.id);
@@ -579,7 +610,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
         return fail("FD_BATCH names early socket id " + std::to_string(f.id) +
                     ", which EARLY_FDS never carried");
       }
-      sockets_.push_back({it->second.fd, f.tag, f.state, f.id, true});
+      sockets_.push_back({it->second.fd, f.tag, std::move(state), f.id, true});
       early_.erase(it);
     }
     if (sockets_.size() > frozen_->fd_count) {

@@ -16,6 +16,7 @@
 #include "baton/result.h"
 #include "baton/runtime.h"
 #include "handoff/messages.h"
+#include "socket/spilled_state.h"
 
 namespace baton::handoff {
 
@@ -102,6 +103,10 @@ class IncumbentEnv {
   /// Delivers whatever control messages have arrived (through on_message) now. Called
   /// before a deadline aborts, so that an answer already in the socket is not ignored.
   virtual void drain_control() {}
+  /// A sealed memfd holding a socket's state too large for a control message.
+  virtual Result<UniqueFd> spill_state(std::string_view state) { return baton::spill_state(state); }
+  /// How an operator recognises socket `fd` (its peer's address), for error messages.
+  virtual std::string describe_socket(int fd) { return baton::describe_socket(fd); }
 };
 
 class IncumbentMachine {
@@ -125,7 +130,8 @@ class IncumbentMachine {
   /// A successor on probation hands everything back to its standby: the same handoff
   /// without spawn or checkpoint (the standby is caught up), opened by ROLLBACK. Its
   /// "successor" is the standby; kill_successor() must end the link to it, not kill it.
-  Result<void> begin_rollback(std::string reason);
+  /// `peer_protocol`: the version chosen when the standby's build handed over to this one.
+  Result<void> begin_rollback(std::string reason, uint32_t peer_protocol = kProtocolVersion);
   bool rolling_back() const { return rolling_back_; }
   /// The protocol version chosen at HELLO for the current or last upgrade.
   uint32_t protocol_version() const { return protocol_version_; }
@@ -200,6 +206,8 @@ class SuccessorEnv {
   virtual void begin_reverse_stream(Serving* serving) = 0;
   /// Why this process must not start serving (a stop signal is pending), or "".
   virtual std::string stop_requested() { return ""; }
+  /// The state a memfd of FD_BATCH carries (spill_state()'s file).
+  virtual Result<std::string> read_state(UniqueFd fd) { return read_spilled_state(fd.get()); }
   /// FROZEN brought the incumbent's counters (Metrics::adopt()).
   virtual void adopt_metrics(const std::vector<std::pair<std::string, double>>& samples) {
     (void)samples;

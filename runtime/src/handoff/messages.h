@@ -15,12 +15,14 @@ namespace baton::handoff {
 
 /// The newest protocol this build speaks; bumped whenever a message or the phase order
 /// changes in a way an older peer must understand (docs/protocol.md, "Versions").
-inline constexpr uint32_t kProtocolVersion = 5;
+inline constexpr uint32_t kProtocolVersion = 6;
 /// The oldest protocol this build still speaks, so that an upgrade from, and a rollback
 /// to, a build of the previous version works. Version 5 added probation.
 inline constexpr uint32_t kMinProtocolVersion = 4;
 /// The first version with probation (COMMIT's window, SERVING's reverse stream).
 inline constexpr uint32_t kProbationProtocolVersion = 5;
+/// The first version in which a socket's state may travel in a memfd (HandedFd::state_fd).
+inline constexpr uint32_t kStateFdProtocolVersion = 6;
 /// The largest control message accepted; fd batches are split below it, so one socket's
 /// state (FrozenSocket::state) can be up to about half of it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
@@ -77,16 +79,20 @@ struct HandedFd {
   std::string state;
   uint64_t id = 0;     // the socket's inode
   bool early = false;  // in FdBatch: refers to an EarlyFds socket by id; no fd attached
+  /// In FdBatch (protocol 6): `state` is empty and the state travels in a sealed memfd,
+  /// attached right after the socket's own fd (or alone, for an early socket).
+  bool state_fd = false;
   bool operator==(const HandedFd&) const = default;
 };
 
 struct FdBatch {
   std::vector<HandedFd> fds;
   bool operator==(const FdBatch&) const = default;
-  /// The fds attached to this message: one per entry that is not `early`.
+  /// The fds attached to this message: one per entry that is not `early`, and one per
+  /// state that travels in a memfd.
   size_t attached() const {
     size_t n = 0;
-    for (const HandedFd& f : fds) n += !f.early;
+    for (const HandedFd& f : fds) n += size_t{!f.early} + size_t{f.state_fd};
     return n;
   }
 };

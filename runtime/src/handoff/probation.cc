@@ -59,7 +59,7 @@ Result<void> ProbationMachine::rollback(std::string reason) {
   phase_ = ProbationPhase::kRollingBack;
   // Probation is never offered to the process rolled back to (it has no older one).
   handoff_.emplace(env_, generation_, lag_, timeouts_, 0);
-  auto r = handoff_->begin_rollback(std::move(reason));
+  auto r = handoff_->begin_rollback(std::move(reason), peer_protocol_);
   after_handoff();
   return r;
 }

@@ -48,6 +48,8 @@ class ProbationMachine {
                    Timeouts timeouts);
 
   ProbationPhase phase() const { return phase_; }
+  /// The protocol version chosen when the standby handed over: a rollback speaks it.
+  void set_peer_protocol(uint32_t version) { peer_protocol_ = version; }
   /// Microseconds left in the window (0 once over).
   int64_t remaining_us() const;
   /// Why probation ended, once over.
@@ -72,6 +74,7 @@ class ProbationMachine {
 
   ProbationEnv& env_;
   LagPolicy lag_;
+  uint32_t peer_protocol_ = kProtocolVersion;
   Timeouts timeouts_;
   uint64_t generation_;
   ProbationPhase phase_ = ProbationPhase::kOn;

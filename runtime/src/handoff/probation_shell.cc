@@ -18,6 +18,7 @@ OnProbation::OnProbation(Host& host, ProbationStart start)
       started_us_(monotonic_us()),
       machine_(*this, host.generation, int64_t{start.probation_ms} * 1000, host.options.lag,
                host.options.timeouts) {
+  machine_.set_peer_protocol(start.protocol_version);
   Result<void> r = stream_ ? stream_->send_from(host_.registry.log())
                            : Error(ErrorKind::kState, "no reverse stream");
   if (r.ok()) r = host_.watch(control_.fd());

@@ -65,6 +65,7 @@ Result<std::vector<InheritedSocket>> Successor::take_over(EarlySockets* early) {
   if (machine.phase() == handoff::SuccessorPhase::kFailed) {
     return Error(ErrorKind::kAborted, "upgrade failed: " + failure_);
   }
+  if (probation_start_) probation_start_->protocol_version = machine.protocol_version();
   return std::move(inherited_);
 }
 

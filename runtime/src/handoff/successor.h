@@ -20,6 +20,7 @@ struct ProbationStart {
   handoff::ControlChannel control;
   std::optional<DeltaChannel> stream;
   uint32_t probation_ms = 0;
+  uint32_t protocol_version = 0;  // chosen at HELLO: what a rollback to the standby speaks
 };
 
 class Successor final : public handoff::SuccessorEnv {
