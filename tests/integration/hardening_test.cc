@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -501,6 +503,46 @@ TEST(Hardening, ASlowReaderAndAHalfSentHugeValueNoLongerVetoAnUpgrade) {
   EXPECT_EQ(half.reply(), "OK");
   for (int i = 0; i < kGets; ++i) ASSERT_EQ(slow.reply(), big) << "reply " << i;
   EXPECT_EQ(writer.call({"GET", "h"}), value);
+}
+
+// The lowest fd number `pid` does not use: the kernel gives out that one next.
+int lowest_free_fd(pid_t pid) {
+  std::set<int> used;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    used.insert(std::atoi(it->path().filename().c_str()));
+  }
+  int n = 0;
+  while (used.count(n) != 0) ++n;
+  return n;
+}
+
+// Case 10: after EMFILE, clients already in the listener's backlog were never accepted
+// until another connection arrived: the listener is edge-triggered, and nothing re-armed
+// it. Here the limit is raised from outside (prlimit), which kvd sees no event for; it
+// retries accept() every 10 ms after EMFILE and serves the waiting client.
+TEST(Hardening, ClientsLeftInTheBacklogByEmfileAreAcceptedOnceFdsAreBack) {
+  Kvd s(KVD_BIN);
+  const pid_t pid = s.serving_pid();
+  RespClient first(s.port());
+  ASSERT_EQ(first.call({"PING"}), "PONG");
+  rlimit old{};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &old), 0);
+  // Every lower number is taken: the next fd would be this one, and the limit forbids it.
+  rlimit tight{static_cast<rlim_t>(lowest_free_fd(pid)), old.rlim_max};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &tight, nullptr), 0);
+  RespClient waiting(s.port());  // connected by the kernel, not accepted by kvd
+  ASSERT_TRUE(waiting.connected());
+  ASSERT_TRUE(waiting.send_raw("*1\r\n$4\r\nPING\r\n"));
+  EXPECT_TRUE(
+      eventually([&] { return s.log().find("out of file descriptors") != std::string::npos; }, 10))
+      << s.log();
+  ASSERT_EQ(first.call({"SET", "k", "v"}), "OK") << "kvd serves its clients meanwhile";
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &old, nullptr), 0);  // no event reaches kvd
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(waiting.reply(), "PONG") << "the waiting client was never accepted";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
 }
 
 // Case 10: SIGHUP and SIGUSR1 used to kill kvd with every key. Now they are logged and
