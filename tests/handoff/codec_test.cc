@@ -1,9 +1,14 @@
-// Control messages survive the Cap'n Proto codec, and garbage is refused cleanly.
+// Control messages survive the Cap'n Proto codec, and garbage is refused cleanly; the
+// channel that carries them never waits on the caller's loop.
+#include <sys/socket.h>
+
+#include <chrono>
 #include <random>
 
 #include <gtest/gtest.h>
 
 #include "control_codec.h"
+#include "handoff/control_channel.h"
 
 namespace baton::handoff {
 namespace {
@@ -92,6 +97,37 @@ TEST(ControlCodec, AnUnknownMessageTypeIsAVersionErrorAndAbortIsItsOwnType) {
   ASSERT_TRUE(abort.ok());
   ASSERT_TRUE(std::holds_alternative<Abort>(*abort)) << "by its type, whatever its text";
   EXPECT_EQ(std::get<Abort>(*abort).reason, "PROGRESS");
+}
+
+int64_t steady_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Issue 14, case 9: a full send buffer was waited out for up to 2 s (2,000 polls of 1 ms)
+// on the server's loop. It is now an error at once, unless the caller, frozen anyway,
+// gives a deadline.
+TEST(ControlChannel, AFullBufferIsAnErrorAtOnceAndWaitsOnlyUntilAGivenDeadline) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd peer(sv[1]);  // reads nothing
+  auto ch = ControlChannel::create(UniqueFd(sv[0]));
+  ASSERT_TRUE(ch.ok());
+  const Message m = Abort{std::string(16 << 10, 'x')};
+  Result<void> r = ok();
+  for (int i = 0; i < 100'000 && r.ok(); ++i) r = ch->send(m);
+  ASSERT_FALSE(r.ok()) << "the buffer never filled";
+  EXPECT_EQ(r.error().kind(), ErrorKind::kCapacity) << r.error().to_string();
+  EXPECT_NE(r.error().to_string().find("reads nothing"), std::string::npos);
+  int64_t t0 = steady_us();
+  EXPECT_FALSE(ch->send(m).ok());
+  EXPECT_LT(steady_us() - t0, 100'000) << "no wait without a deadline";
+  t0 = steady_us();
+  EXPECT_FALSE(ch->send(m, {}, t0 + 50'000).ok());
+  const int64_t waited = steady_us() - t0;
+  EXPECT_GE(waited, 45'000) << "waits for room until the deadline";
+  EXPECT_LT(waited, 1'000'000);
 }
 
 }  // namespace
