@@ -339,25 +339,34 @@ TEST(LiveUpgrade, EachServingGenerationTellsSystemdItsPid) {
   EXPECT_EQ(next(), "MAINPID=" + std::to_string(second) + "\nREADY=1\n");
 }
 
+// Issue 14: the other-uid refusal runs when the suite is not root too. SO_PEERCRED
+// reports the peer's kernel uid, translated into the server's user namespace, and an
+// unprivileged user has one kernel uid only: a client in a user namespace of its own
+// (unshare -U, -r) still shows the server that uid, and so does a server in one. Another
+// uid needs root (setpriv to nobody) or the user's subordinate uids (/etc/subuid, mapped
+// by newuidmap: unshare --map-auto --setuid 1, that namespace's uid 1). Without
+// either, the refusal is skipped, and the rest runs as the user.
 TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run batonctl as nobody";
   std::string sock = "@baton-it-ctl-" + std::to_string(::getpid());
   Server s({"--control", sock});
+  const bool root = ::geteuid() == 0;
   if (!fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "needs setpriv (util-linux)";
-  // posix_spawn + setpriv, not fork: forking a process with sanitizer threads is not
-  // reliable (under TSan the child died of a signal).
-  auto run = [&](uid_t uid, const std::string& what, int* status) {
+  // posix_spawn (+ setpriv), not fork: forking a process with sanitizer threads is not
+  // reliable (under TSan the child died of a signal). `as_other` runs batonctl as another
+  // uid, else as this process's.
+  auto run = [&](bool as_other, const std::string& what, int* status) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return std::string();
-    std::string id = std::to_string(uid);
-    std::vector<std::string> args = {"/usr/bin/setpriv",
-                                     "--reuid=" + id,
-                                     "--regid=" + id,
-                                     "--clear-groups",
-                                     BATONCTL_BIN,
-                                     "--socket",
-                                     sock,
-                                     what};
+    std::vector<std::string> args;
+    if (as_other && root) {
+      args = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    } else if (as_other) {
+      // unshare sets the uid itself: an exec as an unmapped uid would drop the
+      // namespace's capabilities that setpriv needs.
+      args = {"/usr/bin/unshare", "--map-auto", "--setuid", "1", "--setgid", "1"};
+    }
+    for (std::string a : {std::string(BATONCTL_BIN), std::string("--socket"), sock, what})
+      args.push_back(a);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -382,24 +391,42 @@ TEST(Batonctl, UpgradesReportsStatusAndRefusesOtherUids) {
     return out;
   };
   int status = 0;
-  std::string refused = run(65534, "status", &status);
-  EXPECT_NE(refused.find("batonctl: uid 65534 may not control this process (SO_PEERCRED)"),
-            std::string::npos)
-      << refused;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 5) << "status " << status;
-  EXPECT_NE(s.log().find("refused a control connection"), std::string::npos);
-  std::string st = run(0, "status", &status);
+  std::string st = run(false, "status", &status);
   EXPECT_NE(st.find(", generation 1: serving\n"), std::string::npos) << st;
-  std::string up = run(0, "upgrade", &status);  // waits for the outcome
+  std::string up = run(false, "upgrade", &status);  // waits for the outcome
   EXPECT_NE(up.find("committed: generation 2 serves as pid "), std::string::npos) << up;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   ASSERT_TRUE(eventually([&] { return s.upgrade_ended(); })) << s.log();
   EXPECT_TRUE(eventually(
       [&] {
-        return run(0, "status", &status).find(", generation 2: serving") != std::string::npos;
+        return run(false, "status", &status).find(", generation 2: serving") != std::string::npos;
       },
       5))
       << "the control socket moves to the successor";
+
+  // The refusal, by the successor that now holds the control socket.
+  if (!root && !fs::exists("/usr/bin/newuidmap")) {
+    GTEST_SKIP() << "not root, and no newuidmap (uidmap) to map subordinate uids: no other uid "
+                    "to connect as";
+  }
+  std::string refused = run(true, "status", &status);
+  if (!root && refused.rfind("unshare: ", 0) == 0) {
+    GTEST_SKIP() << "not root, and no subordinate uids to connect as (/etc/subuid): " << refused;
+  }
+  const std::string prefix = "batonctl: uid ";
+  const size_t at = refused.find(prefix);
+  ASSERT_NE(at, std::string::npos) << refused;
+  const long uid = std::atol(refused.c_str() + at + prefix.size());
+  EXPECT_NE(uid, static_cast<long>(::geteuid())) << refused;
+  if (root) {
+    EXPECT_EQ(uid, 65534) << refused;
+  }
+  EXPECT_NE(
+      refused.find(prefix + std::to_string(uid) + " may not control this process (SO_PEERCRED)"),
+      std::string::npos)
+      << refused;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 5) << "status " << status;
+  EXPECT_NE(s.log().find("refused a control connection"), std::string::npos);
 }
 
 }  // namespace

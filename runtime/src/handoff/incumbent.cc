@@ -7,7 +7,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <cstring>
 
 #include "baton/syscall.h"
+#include "checkpoint/format.h"
 
 extern char** environ;
 
@@ -33,6 +36,34 @@ constexpr int kReapWaitMs = 2;
 void set_buffers(int fd) {
   (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof kSocketBuffer);
   (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kSocketBuffer, sizeof kSocketBuffer);
+}
+
+// Fail point incumbent.corrupt_checkpoint: flips one byte inside the message of the first
+// chunk of a sealed checkpoint, through a mapping of its own, as a stray write or a bad
+// page would. The successor must refuse it (a chunk checksum mismatch). Returns the
+// offset flipped, or 0 when the checkpoint has no chunk.
+Result<uint64_t> corrupt_first_chunk(int fd) {
+  using namespace format;
+  struct stat st {};
+  BATON_TRY(BATON_SYSCALL(::fstat(fd, &st), "checkpoint fd ", fd));
+  const auto size = static_cast<size_t>(st.st_size);
+  if (size < kDataOffset) return uint64_t{0};
+  void* at = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (at == MAP_FAILED)
+    return Error(ErrorKind::kSystem, "mapping the checkpoint to corrupt it", errno);
+  auto* base = static_cast<std::byte*>(at);
+  Header header;
+  std::memcpy(&header, base, sizeof header);
+  uint64_t flipped = 0;
+  for (uint32_t i = 0; i < header.section_count && i < kMaxSections && flipped == 0; ++i) {
+    SectionDesc desc;
+    std::memcpy(&desc, base + sizeof(Header) + i * sizeof(SectionDesc), sizeof desc);
+    const uint64_t target = desc.offset + sizeof(ChunkHeader) + 8;  // past the message framing
+    if (desc.chunks > 0 && target < size) flipped = target;
+  }
+  if (flipped != 0) base[flipped] ^= std::byte{0xff};
+  ::munmap(at, size);
+  return flipped;
 }
 
 }  // namespace
@@ -206,6 +237,11 @@ Result<handoff::CheckpointReady> Incumbent::checkpoint_finish(int* fd) {
   BATON_ASSIGN_OR_RETURN(Checkpoint cp, writer_->finish());
   checkpoint_.emplace(std::move(cp));
   *fd = checkpoint_->fd();
+  if (host_.failpoints.at("incumbent.corrupt_checkpoint") != FailPoints::Action::kNone) {
+    BATON_ASSIGN_OR_RETURN(const uint64_t offset, corrupt_first_chunk(*fd));
+    log("fail point incumbent.corrupt_checkpoint: flipped the byte at offset " +
+        std::to_string(offset));
+  }
   return handoff::CheckpointReady{checkpoint_->stats().start_lsn,
                                   checkpoint_->stats().segment_bytes};
 }
