@@ -21,6 +21,13 @@ Hello good_hello() {
   return h;
 }
 
+// The freeze deadline of an optimised build (sanitizer builds default to more).
+Timeouts production() {
+  Timeouts t;
+  t.freeze_us = 250'000;
+  return t;
+}
+
 // Drives an incumbent through HELLO and its (three-slice) checkpoint into catch-up.
 void to_catch_up(IncumbentMachine& m, FakeIncumbent& env) {
   ASSERT_TRUE(m.request_upgrade().ok());
@@ -152,7 +159,7 @@ TEST(IncumbentMachine, EveryPhaseHasADeadline) {
   }
   {  // no PREPARED: the incumbent unfreezes, after killing the successor
     FakeIncumbent env;
-    IncumbentMachine m(env, 1);
+    IncumbentMachine m(env, 1, {}, production());
     to_await_prepared(m, env);
     env.now += 250'001;
     m.tick();
@@ -166,7 +173,7 @@ TEST(IncumbentMachine, EveryPhaseHasADeadline) {
 // One deadline now bounds the whole freeze, tied to the blackout target (250 ms).
 TEST(IncumbentMachine, OneDeadlineTiedToTheBlackoutTargetBoundsTheWholeFreeze) {
   FakeIncumbent env;
-  IncumbentMachine m(env, 1);
+  IncumbentMachine m(env, 1, {}, production());
   to_await_prepared(m, env);
   env.now += 200'000;  // a slow PREPARED, still in time
   m.on_message(Prepared{100, 2});
@@ -222,7 +229,7 @@ TEST(IncumbentMachine, ASuccessorThatNeverReportsRestoreProgressHasOnlyTheOveral
 // It now drains control first; the successor serves and keeps its acknowledged writes.
 TEST(IncumbentMachine, ASuccessorWhoseServingArrivedAtTheDeadlineIsNotKilled) {
   FakeIncumbent env;
-  IncumbentMachine m(env, 1);
+  IncumbentMachine m(env, 1, {}, production());
   to_await_prepared(m, env);
   m.on_message(Prepared{100, 2});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);

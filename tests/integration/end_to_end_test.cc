@@ -47,6 +47,16 @@ constexpr bool kSanitized = true;
 #else
 constexpr bool kSanitized = false;
 #endif
+// TSan starts a background thread of its own once a process first creates a thread (the
+// prefaulter, at a checkpoint), and both sanitizers map and unmap shadow and allocator
+// regions as they go. The exact counts are judged in the other builds; the segment check
+// (no fd or mapping of checkpoint memory) holds in every build.
+#if defined(__SANITIZE_THREAD__)
+constexpr int kSanitizerThreads = 1;
+#else
+constexpr int kSanitizerThreads = 0;
+#endif
+constexpr size_t kMapSlack = kSanitized ? 64 : 4;
 
 std::string resp_set(const std::string& key, const std::string& value) {
   return "*3\r\n$3\r\nSET\r\n$" + std::to_string(key.size()) + "\r\n" + key + "\r\n$" +
@@ -224,8 +234,8 @@ TEST(EndToEnd, TwentyUpgradesAndAbortsLeakNoFdMappingOrThread) {
         [&] {
           now = testing::holdings(pid);
           return now.segments().empty() &&
-                 (i <= kWarmUp ||
-                  (now.fds.size() == baseline.fds.size() && now.threads == baseline.threads));
+                 (i <= kWarmUp || (now.fds.size() == baseline.fds.size() &&
+                                   now.threads <= baseline.threads + kSanitizerThreads));
         },
         5);
     std::string segments;
@@ -239,10 +249,12 @@ TEST(EndToEnd, TwentyUpgradesAndAbortsLeakNoFdMappingOrThread) {
         << "after upgrade " << i << " (" << record << ")\nnow:\n"
         << now.describe_fds() << "after the warm-up:\n"
         << baseline.describe_fds();
-    EXPECT_EQ(now.threads, baseline.threads) << "after upgrade " << i << " (" << record << ")";
+    EXPECT_GE(now.threads, baseline.threads) << "after upgrade " << i << " (" << record << ")";
+    EXPECT_LE(now.threads, baseline.threads + kSanitizerThreads)
+        << "after upgrade " << i << " (" << record << ")";
     // Mappings move a little with the allocator (a new arena, a freed large block); a
     // leak of one per upgrade or per abort passes this within the 18 upgrades after it.
-    EXPECT_LE(now.maps.size(), baseline.maps.size() + 4)
+    EXPECT_LE(now.maps.size(), baseline.maps.size() + kMapSlack)
         << "after upgrade " << i << " (" << record << ")";
   }
   EXPECT_EQ(committed, 14u);
@@ -333,7 +345,8 @@ TEST(EndToEnd, ACorruptCheckpointAbortsTheUpgradeNamingTheChecksumAndLosesNothin
   EXPECT_EQ(after.fds.size(), before.fds.size()) << "before:\n"
                                                  << before.describe_fds() << "after:\n"
                                                  << after.describe_fds();
-  EXPECT_EQ(after.threads, before.threads);
+  EXPECT_GE(after.threads, before.threads);
+  EXPECT_LE(after.threads, before.threads + kSanitizerThreads);
 }
 
 // ------------------------------------- item 3: the lag policy, in this process
@@ -398,6 +411,17 @@ TEST(EndToEnd, ALagPolicyThrottlesTheServerAndBoundsMemory) {
     std::string dir;
     ~Cleanup() { fs::remove_all(dir); }
   } cleanup{dir};
+  // The successor kvd, if it serves, is this process's child: stopped and reaped on every
+  // way out, an early ASSERT included (after the Runtime, declared later, is gone).
+  struct Children {
+    ~Children() {
+      std::istringstream kids(ServerProcess::children(::getpid()));
+      for (pid_t p; kids >> p;) {
+        ::kill(p, SIGKILL);
+        testing::wait_process(p, 10);
+      }
+    }
+  } children;
   auto listener = sample_listener();
   ASSERT_TRUE(listener.fd) << "cannot listen on 127.0.0.1:0";
 
@@ -409,6 +433,10 @@ TEST(EndToEnd, ALagPolicyThrottlesTheServerAndBoundsMemory) {
   opt.lag.converge_deltas = 1000;
   opt.lag.abort_bytes = 16 << 20;
   opt.lag.converge_within_us = 30'000'000;
+  // The freeze replays up to a converge's worth of 32 KiB values; what is judged here is
+  // the lag policy, not the freeze deadline (Hardening tests that), so give it room on a
+  // busy machine.
+  opt.timeouts.freeze_us = 2'000'000;
   std::string arg0 = KVD_BIN, a1 = "--probation-ms", a2 = "0", a3 = "--event-log",
               a4 = opt.event_log;
   char* argv[] = {arg0.data(), a1.data(), a2.data(), a3.data(), a4.data(), nullptr};
@@ -504,12 +532,6 @@ TEST(EndToEnd, ALagPolicyThrottlesTheServerAndBoundsMemory) {
     EXPECT_TRUE(obeying.find("writes outpace the stream") != std::string::npos ||
                 obeying.find("did not converge") != std::string::npos)
         << obeying;
-  }
-  // The successor kvd, if it serves, is this process's child: stop it and reap it.
-  std::istringstream kids(ServerProcess::children(::getpid()));
-  for (pid_t p; kids >> p;) {
-    ::kill(p, SIGKILL);
-    testing::wait_process(p, 10);
   }
 }
 

@@ -93,6 +93,12 @@ struct LagPolicy {
   int64_t converge_within_us = 10'000'000;       // abort if not converged this long after restore
 };
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr int64_t kDefaultFreezeUs = 2'000'000;
+#else
+inline constexpr int64_t kDefaultFreezeUs = 250'000;
+#endif
+
 /// Deadlines of the handoff phases, in microseconds.
 struct Timeouts {
   int64_t hello_us = 5'000'000;       // spawn -> HELLO
@@ -102,10 +108,11 @@ struct Timeouts {
   /// of an older build sends none and is bounded by restored_us alone).
   int64_t restore_silence_us = 3'000'000;
   /// The freeze, FROZEN until SERVING: the longest clients wait on a handoff that is
-  /// stuck. The blackout target is 2 ms (p99); measured freezes stay under 30 ms even in
-  /// sanitizer builds with 1,000 connections, so 250 ms leaves room and bounds a hang to
-  /// an eighth of a second.
-  int64_t freeze_us = 250'000;
+  /// stuck. The blackout target is 2 ms (p99) and measured freezes stay near 1 ms, so
+  /// 250 ms leaves room (a freeze that moves megabytes of connection state takes ~12 ms)
+  /// and bounds a hang to a quarter of a second. ASan and TSan builds, 10-100x slower at
+  /// replaying the last deltas inside the freeze, get 2 s.
+  int64_t freeze_us = kDefaultFreezeUs;
 };
 
 struct RuntimeOptions {
