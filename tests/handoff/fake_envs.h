@@ -71,7 +71,13 @@ class FakeIncumbentOf : public Base {
     return CheckpointReady{lsn, 4096};
   }
   void checkpoint_drop() override { events.push_back("checkpoint_drop"); }
-  Result<void> pump_deltas() override { return ok(); }
+  bool pump_fails = false;  // the stream's peer is gone
+  bool exiting = false;     // ... and not reaped yet
+  Result<void> pump_deltas() override {
+    if (pump_fails) return Error(ErrorKind::kSystem, "streaming deltas", EPIPE);
+    return ok();
+  }
+  bool successor_exiting() override { return exiting; }
   uint64_t backlog_bytes() override { return backlog; }
   uint64_t last_lsn() override { return lsn; }
   uint64_t deltas_sent() override { return 7; }

@@ -242,6 +242,29 @@ TEST(IncumbentMachine, ASuccessorWhoseServingArrivedAtTheDeadlineIsNotKilled) {
   EXPECT_EQ(env.drains, 1);
 }
 
+// Issue 14, case 9: the incumbent polled waitpid for up to 100 ms on its loop so that a
+// broken stream would be reported as the successor's death. Now a broken stream from a
+// successor that is exiting waits for on_successor_gone(), on later loop turns.
+TEST(IncumbentMachine, ABrokenStreamFromAnExitingSuccessorWaitsForItsExitStatus) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  to_catch_up(m, env);
+  env.pump_fails = env.exiting = true;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << m.last_abort();
+  m.on_successor_gone("killed by signal 11");
+  ASSERT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("killed by signal 11"), std::string::npos) << m.last_abort();
+  // A broken stream from a successor not known to be exiting aborts at once.
+  FakeIncumbent env2;
+  IncumbentMachine m2(env2, 1);
+  to_catch_up(m2, env2);
+  env2.pump_fails = true;
+  m2.tick();
+  EXPECT_EQ(m2.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m2.last_abort().find("streaming deltas"), std::string::npos) << m2.last_abort();
+}
+
 TEST(IncumbentMachine, ControlIsDrainedOnlyWhenADeadlinePassed) {
   FakeIncumbent env;
   IncumbentMachine m(env, 1);

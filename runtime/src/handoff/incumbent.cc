@@ -32,6 +32,7 @@ constexpr int kChildControlFd = 3;
 constexpr int kChildStreamFd = 4;
 constexpr int kSocketBuffer = 4 << 20;
 constexpr int kReapWaitMs = 2;
+constexpr int64_t kLostWaitUs = 100'000;
 
 void set_buffers(int fd) {
   (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof kSocketBuffer);
@@ -77,6 +78,24 @@ Incumbent::~Incumbent() {
   if (successor_pid_ > 0) kill_successor();
 }
 
+void Incumbent::tick() {
+  if (lost_) {
+    // A process that closed its files is about to exit: give its pidfd kLostWaitUs to
+    // say how, without blocking the loop; on_fd() usually ends the wait first.
+    int status = 0;
+    if (successor_pid_ > 0 && ::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
+      successor_pid_ = 0;
+      lost_.reset();
+      return machine_.on_successor_gone(describe_exit(status));
+    }
+    if (monotonic_us() - lost_->since_us < kLostWaitUs) return;
+    std::string why = std::move(lost_->why);
+    lost_.reset();
+    return machine_.on_successor_gone(why);
+  }
+  machine_.tick();
+}
+
 bool Incumbent::on_fd(int fd) {
   if (control_.open() && fd == control_.fd()) {
     read_control();
@@ -87,6 +106,7 @@ bool Incumbent::on_fd(int fd) {
     int status = 0;
     if (successor_pid_ > 0 && ::waitpid(successor_pid_, &status, WNOHANG) == successor_pid_) {
       successor_pid_ = 0;
+      lost_.reset();
       machine_.on_successor_gone(describe_exit(status));
     }
     return true;
@@ -114,6 +134,11 @@ void Incumbent::read_control() {
     std::optional<std::string> abort_reason;
     Error why = successor_failure(std::move(io), "the control channel was open", &abort_reason);
     if (abort_reason) return machine_.on_message(handoff::Abort{*abort_reason});
+    if (lost_) {  // not reaped yet: its pidfd tells how it ended (tick() bounds the wait)
+      host_.unwatch(control_.fd());
+      control_.close();
+      return;
+    }
     return machine_.on_successor_gone(why.message());
   }
 }
@@ -193,6 +218,7 @@ void Incumbent::kill_successor() {
     }
     successor_pid_ = 0;
   }
+  lost_.reset();
   stream_.reset();  // the sender before the socket it writes to
   if (control_.open()) host_.unwatch(control_.fd());
   control_.close();
@@ -280,8 +306,10 @@ Error Incumbent::successor_failure(Error io_error, std::string_view doing,
       return Error(ErrorKind::kAborted,
                    "successor died while " + std::string(doing) + ": it " + describe_exit(status));
     }
-    return std::move(io_error).with_context(std::string(doing) + " (successor pid " +
-                                            std::to_string(successor_pid_) + " still runs)");
+    Error e = std::move(io_error).with_context(std::string(doing) + " (successor pid " +
+                                               std::to_string(successor_pid_) + " still runs)");
+    if (!lost_) lost_ = Lost{e.message(), monotonic_us()};
+    return e;
   }
   return std::move(io_error).with_context(std::string(doing));
 }

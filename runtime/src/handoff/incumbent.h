@@ -41,7 +41,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   handoff::IncumbentMachine& machine() { return machine_; }
   /// Handles `fd` if it is this role's (the control channel or the successor's pidfd).
   bool on_fd(int fd);
-  void tick() { machine_.tick(); }
+  void tick();
   /// After a commit with probation: what the standby needs, once.
   std::optional<StandbyStart> take_standby_start() { return std::exchange(standby_start_, {}); }
 
@@ -70,6 +70,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   void log(std::string_view line) override { host_.say(line); }
   void timeline(const handoff::TimelineRecord& r) override;
   void drain_control() override { read_control(); }
+  bool successor_exiting() override { return lost_.has_value(); }
 
  private:
   void read_control();
@@ -89,6 +90,13 @@ class Incumbent final : public handoff::IncumbentEnv {
   std::optional<Checkpoint> checkpoint_;
   std::vector<handoff::HandoffSocket> frozen_;  // what freeze() returned, for the standby
   int64_t freeze_deadline_us_ = 0;              // while frozen: how long a send may wait for room
+  // The successor's channels broke and it was not reapable at once: its pidfd says how it
+  // ended, soon; after kLostWaitUs the I/O error is the reason.
+  struct Lost {
+    std::string why;
+    int64_t since_us = 0;
+  };
+  std::optional<Lost> lost_;
   std::optional<StandbyStart> standby_start_;
 };
 

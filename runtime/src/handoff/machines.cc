@@ -272,6 +272,13 @@ void IncumbentMachine::on_successor_gone(std::string_view why) {
         false);
 }
 
+void IncumbentMachine::stream_failed(Error e) {
+  // A successor that is dying: its exit status (on_successor_gone) says more than the
+  // broken pipe, and comes within milliseconds.
+  if (env_.successor_exiting()) return;
+  abort(e.to_string());
+}
+
 bool IncumbentMachine::overdue(int64_t now) const {
   switch (phase_) {
     case IncumbentPhase::kAwaitHello:
@@ -306,7 +313,7 @@ void IncumbentMachine::tick() {
     case IncumbentPhase::kCheckpointing: {
       auto done = env_.checkpoint_step();
       if (!done.ok()) return abort("checkpoint failed: " + done.error().to_string());
-      if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+      if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
       if (!done.value()) return;
       int fd = -1;
       auto ready = env_.checkpoint_finish(&fd);
@@ -324,7 +331,7 @@ void IncumbentMachine::tick() {
       return;
     }
     case IncumbentPhase::kCatchUp: {
-      if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+      if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
       const uint64_t backlog = env_.backlog_bytes();
       if (backlog > lag_.abort_bytes) {
         return abort("delta backlog of " + std::to_string(backlog) + " bytes passed the limit of " +
@@ -371,7 +378,7 @@ void IncumbentMachine::tick() {
       return;
     }
     case IncumbentPhase::kAwaitPrepared:
-      if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+      if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
       if (now >= deadline_us_) {
         return abort("successor sent no PREPARED within " + seconds_text(timeouts_.freeze_us) +
                      " of the freeze");
@@ -417,7 +424,7 @@ void IncumbentMachine::freeze() {
   }
   std::vector<HandoffSocket> sockets = env_.freeze();
   // The last writes before the freeze become the final frame.
-  if (auto r = env_.pump_deltas(); !r.ok()) return abort(r.error().to_string());
+  if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
   final_lsn_ = env_.last_lsn();
   fd_count_ = static_cast<uint32_t>(sockets.size());
   t_.deltas = env_.deltas_sent();

@@ -103,6 +103,9 @@ class IncumbentEnv {
   /// Delivers whatever control messages have arrived (through on_message) now. Called
   /// before a deadline aborts, so that an answer already in the socket is not ignored.
   virtual void drain_control() {}
+  /// The successor's channels broke but it is not reaped yet: on_successor_gone() follows
+  /// with how it exited, so the machine waits for that instead of aborting now.
+  virtual bool successor_exiting() { return false; }
   /// A sealed memfd holding a socket's state too large for a control message.
   virtual Result<UniqueFd> spill_state(std::string_view state) { return baton::spill_state(state); }
   /// How an operator recognises socket `fd` (its peer's address), for error messages.
@@ -149,6 +152,7 @@ class IncumbentMachine {
   void abort(std::string reason, bool tell_successor = true);
   // A deadline of the current phase has passed.
   bool overdue(int64_t now) const;
+  void stream_failed(Error e);
 
   IncumbentEnv& env_;
   uint64_t generation_;
