@@ -17,7 +17,7 @@
 #include "baton/tracked_map.h"
 #include "checkpoint/format.h"
 #include "fuzz_input.h"
-#include "rollback.h"
+#include "kvd_section.h"
 
 namespace baton::fuzz {
 namespace {
@@ -144,24 +144,6 @@ UniqueFd segment_fd(std::string_view bytes) {
   }
   return fd;
 }
-
-// kvd's registration (samples/kvd/main.cc): one TrackedMap "kvd" at schema 2 that
-// migrates from 1, or kvd-v1's at schema 1 that migrates from 2 (the rollback rule).
-struct KvdNode {
-  explicit KvdNode(bool v1) : map("kvd", v1 ? 1 : 2) {
-    rollback.now_ms = 1'700'000'000'000;  // a fixed clock: the same input, the same run
-    if (v1) {
-      (void)map.migrations().add(2, 1,
-                                 [this](std::string_view k, Entry& e) { rollback.migrate(k, e); });
-    } else {
-      (void)map.migrations().add(1, 2, [](std::string_view, Entry&) {});
-    }
-    BATON_FUZZ_CHECK(reg.add(map).ok(), "registering kvd's section");
-  }
-  Registry reg;
-  TrackedMap map;
-  kvd::Rollback rollback;
-};
 
 // What a successful restore must satisfy: the byte count is exact, and the state survives
 // a checkpoint of its own and a restore into a fresh process's sections.

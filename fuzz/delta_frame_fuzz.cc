@@ -15,7 +15,7 @@
 #include "baton/delta_log.h"
 #include "baton/tracked_map.h"
 #include "fuzz_input.h"
-#include "rollback.h"
+#include "kvd_section.h"
 
 namespace baton::fuzz {
 namespace {
@@ -93,30 +93,13 @@ void check_frame(std::string_view frame, DeltaReplayer& replayer) {
   }
 }
 
-// kvd's section with an entry of every type, so replayed deltas meet each kind of
-// existing value; peer version 1 or 2 decides whether replay migrates.
-struct KvdNode {
-  KvdNode(bool v1, uint32_t peer) : map("kvd", v1 ? 1 : 2) {
-    rollback.now_ms = 1'700'000'000'000;  // a fixed clock: the same input, the same run
-    if (v1) {
-      (void)map.migrations().add(2, 1,
-                                 [this](std::string_view k, Entry& e) { rollback.migrate(k, e); });
-    } else {
-      (void)map.migrations().add(1, 2, [](std::string_view, Entry&) {});
-    }
-    BATON_FUZZ_CHECK(reg.add(map).ok(), "registering kvd's section");
-    map.set("s", "value");
-    map.set("n", "41", 1'800'000'000'000);
-    const std::string_view two[] = {"a", "b"};
-    (void)map.push("l", End::kRight, two);
-    (void)map.sadd("set", two);
-    (void)map.hset("h", two);
-    (void)map.zadd("z", 1.5, "m");
+// kvd's section with an entry of every type; peer version 1 or 2 decides whether
+// replay migrates.
+struct KvdReplica : KvdNode {
+  KvdReplica(bool v1, uint32_t peer) : KvdNode(v1) {
+    fill_every_type(map);
     (void)map.set_peer_version(peer);
   }
-  Registry reg;
-  TrackedMap map;
-  kvd::Rollback rollback;
 };
 
 std::string make_frame(uint64_t first_lsn, uint32_t count, std::string_view payload) {
@@ -149,7 +132,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool structured = in.take<uint8_t>() & 1;
   const uint8_t flags = in.take<uint8_t>();
   const uint64_t start_lsn = in.take<uint8_t>();
-  KvdNode node(flags & 0x01, flags & 0x02 ? 1 : 2);
+  KvdReplica node(flags & 0x01, flags & 0x02 ? 1 : 2);
   DeltaReplayer replayer({&node.map}, start_lsn);
   if (!structured) {
     std::string_view stream = in.rest();

@@ -20,11 +20,13 @@
 #include "checkpoint/format.h"
 #include "control_codec.h"
 #include "handoff/messages.h"
+#include "kvd_section.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace baton;
+using baton::fuzz::fill_every_type;
 
 fs::path root;
 
@@ -137,22 +139,11 @@ void checkpoint_corpus() {
   write("checkpoint", "structured-no-sections", std::string("\x02\x00\x00", 3));
 }
 
-// kvd's section as delta_frame_fuzz.cc sets it up before replay.
-void setup(TrackedMap& m) {
-  m.set("s", "value");
-  m.set("n", "41", 1'800'000'000'000);
-  const std::string_view two[] = {"a", "b"};
-  (void)m.push("l", End::kRight, two);
-  (void)m.sadd("set", two);
-  (void)m.hset("h", two);
-  (void)m.zadd("z", 1.5, "m");
-}
-
 void delta_corpus() {
   Registry reg;
   TrackedMap m("kvd", 2);
   if (!reg.add(m).ok()) std::exit(1);
-  setup(m);
+  fill_every_type(m);
   reg.log().begin_capture();  // L0 = 0: replay starts at LSN 1
   std::vector<std::string> frames;
   // Every op code, in three frames, each valid against the state the harness sets up.
@@ -180,7 +171,7 @@ void delta_corpus() {
     Registry check_reg;
     TrackedMap check("kvd", 2);
     if (!check_reg.add(check).ok()) std::exit(1);
-    setup(check);
+    fill_every_type(check);
     (void)check.set_peer_version(2);
     DeltaReplayer replayer({&check}, 0);
     for (const std::string& f : frames) {
