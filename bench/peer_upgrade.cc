@@ -536,7 +536,10 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     std::string ev = slurp(s.dir + "/events");
-    std::string line = ev.substr(ev.rfind('{'));
+    // The last line of the event log (a record holds nested objects: not the last '{').
+    const size_t end = ev.find_last_not_of('\n');
+    const size_t nl = end == std::string::npos ? std::string::npos : ev.rfind('\n', end);
+    std::string line = ev.substr(nl == std::string::npos ? 0 : nl + 1);
     auto num = [&](const char* f) {
       size_t at = line.find(std::string("\"") + f + "\":");
       return at == std::string::npos ? -1.0 : std::atof(line.c_str() + at + std::strlen(f) + 3);

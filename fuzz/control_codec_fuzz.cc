@@ -97,7 +97,7 @@ Message build(FuzzInput& in) {
     case 5:
       return FdBatch{handed(in)};
     case 6:
-      return Prepared{in.take<uint64_t>(), in.take<uint32_t>()};
+      return Prepared{in.take<uint64_t>(), in.take<uint32_t>(), {}};
     case 7: {
       Commit c;
       c.generation = in.take<uint64_t>();
@@ -120,7 +120,7 @@ Message build(FuzzInput& in) {
       return s;
     }
     case 10:
-      return Progress{in.take<uint64_t>(), in.take<uint32_t>()};
+      return Progress{in.take<uint64_t>(), in.take<uint32_t>(), {}};
     case 11:
       return EarlyFds{handed(in)};
     case 12:

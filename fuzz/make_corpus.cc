@@ -212,11 +212,11 @@ void control_corpus() {
       Frozen{121, 1, 78, {{"baton_upgrades_total{outcome=\"committed\"}", 3}, {"x_sum", 0.25}}},
       FdBatch{{{"listener", "", 7, true}, {"conn", std::string("half\0read", 9), 8, false}}},
       EarlyFds{{{"conn", "", 1ull << 40, false}}},
-      Prepared{120, 3},
+      Prepared{120, 3, {}},
       Commit{9, t, 30'000},
       Abort{"successor crashed"},
       Serving{77, 1234, {{"kv", 2}, {"meta", 1}}},
-      Progress{12345, 17},
+      Progress{12345, 17, {}},
       Rollback{"health check failed: disk"},
       Promote{"probation window ended"}};
   for (const Message& m : all) {

@@ -66,9 +66,16 @@ struct EarlyFds {          # incumbent -> successor in catch-up, before FROZEN: 
   fds @0 :List(HandedFd);  # over ahead of the freeze (no state yet), fds attached in order
 }
 
+struct ProbeTally {        # version 7: shadow probes the receiving side evaluated
+  evaluated @0 :UInt64;
+  mismatched @1 :UInt64;
+  discrepancies @2 :List(Text);  # the first few, shortened
+}
+
 struct Prepared {          # successor -> incumbent: state exact, every fd held
   appliedLsn @0 :UInt64;
   fdsReceived @1 :UInt32;
+  probes @2 :ProbeTally;   # version 7: every probe up to the final LSN
 }
 
 struct Timings {           # the incumbent's side of the timeline, all microseconds
@@ -80,17 +87,35 @@ struct Timings {           # the incumbent's side of the timeline, all microseco
   checkpointBytes @5 :UInt64;
   deltas @6 :UInt64;
   fds @7 :UInt64;
+  probesSent @8 :UInt64;   # version 7: shadow probes mirrored into the stream
 }
 
 struct Commit {            # incumbent -> successor: the fds are yours
   generation @0 :UInt64;
   timings @1 :Timings;
   probationMs @2 :UInt32;  # version 5: the sender stands by this long (0: it exits)
+  digestK0 @3 :UInt64;     # version 7: the key of the state digest at the cut (0, 0: none)
+  digestK1 @4 :UInt64;
 }
 
 struct Progress {          # successor -> incumbent, at most every millisecond in catch-up,
   appliedLsn @0 :UInt64;   # and at once after EarlyFds
   earlyFds @1 :UInt32;     # early sockets received (and prepared by the server) so far
+  probes @2 :ProbeTally;   # version 7
+}
+
+struct SectionDigest {     # version 7: one section's state digest at the cut
+  name @0 :Text;
+  version @1 :UInt32;      # the schema version its entries were hashed as
+  sum @2 :UInt64;
+  entries @3 :UInt64;
+}
+
+struct Shadow {            # version 7, standby -> successor during probation
+  probes @0 :ProbeTally;   # reverse probes evaluated by the standby
+  verdict @1 :Text;        # non-empty: roll back, and why
+  digestDone @2 :Bool;
+  digests @3 :List(SectionDigest);
 }
 
 
@@ -133,5 +158,6 @@ struct Message {
     earlyFds @11 :EarlyFds;
     rollback @12 :Rollback;
     promote @13 :Promote;
+    shadow @14 :Shadow;
   }
 }

@@ -44,12 +44,13 @@ void fill(wire::Timings::Builder b, const Timings& t) {
   b.setCheckpointBytes(t.checkpoint_bytes);
   b.setDeltas(t.deltas);
   b.setFds(t.fds);
+  b.setProbesSent(t.probes_sent);
 }
 
 Timings read(wire::Timings::Reader r) {
-  return Timings{
-      r.getStartUs(),       r.getSpawnUs(),         r.getCheckpointUs(), r.getCatchupUs(),
-      r.getFreezeStartUs(), r.getCheckpointBytes(), r.getDeltas(),       r.getFds()};
+  return Timings{r.getStartUs(),   r.getSpawnUs(),       r.getCheckpointUs(),
+                 r.getCatchupUs(), r.getFreezeStartUs(), r.getCheckpointBytes(),
+                 r.getDeltas(),    r.getFds(),           r.getProbesSent()};
 }
 
 void fill(capnp::List<wire::HandedFd>::Builder l, const std::vector<HandedFd>& fds) {
@@ -69,6 +70,16 @@ std::vector<HandedFd> read(capnp::List<wire::HandedFd>::Reader l) {
     out.push_back({str(f.getTag()), str(f.getState()), f.getId(), f.getEarly(), f.getStateFd()});
   }
   return out;
+}
+
+void fill(wire::ProbeTally::Builder b, const handoff::ProbeTally& t) {
+  b.setEvaluated(t.evaluated);
+  b.setMismatched(t.mismatched);
+  set_texts(b.initDiscrepancies(static_cast<unsigned>(t.discrepancies.size())), t.discrepancies);
+}
+
+handoff::ProbeTally read(wire::ProbeTally::Reader r) {
+  return {r.getEvaluated(), r.getMismatched(), texts(r.getDiscrepancies())};
 }
 
 }  // namespace
@@ -124,11 +135,14 @@ std::string encode_message(const Message& m) {
           auto p = root.initPrepared();
           p.setAppliedLsn(v.applied_lsn);
           p.setFdsReceived(v.fds_received);
+          fill(p.initProbes(), v.probes);
         } else if constexpr (std::is_same_v<T, Commit>) {
           auto c = root.initCommit();
           c.setGeneration(v.generation);
           fill(c.initTimings(), v.timings);
           c.setProbationMs(v.probation_ms);
+          c.setDigestK0(v.digest_k0);
+          c.setDigestK1(v.digest_k1);
         } else if constexpr (std::is_same_v<T, Abort>) {
           root.initAbort().setReason(text(v.reason));
         } else if constexpr (std::is_same_v<T, handoff::Serving>) {
@@ -144,11 +158,24 @@ std::string encode_message(const Message& m) {
           auto p = root.initProgress();
           p.setAppliedLsn(v.applied_lsn);
           p.setEarlyFds(v.early_fds);
+          fill(p.initProbes(), v.probes);
         } else if constexpr (std::is_same_v<T, handoff::Rollback>) {
           root.initRollback().setReason(text(v.reason));
-        } else {
-          static_assert(std::is_same_v<T, handoff::Promote>, "encode every message type");
+        } else if constexpr (std::is_same_v<T, handoff::Promote>) {
           root.initPromote().setReason(text(v.reason));
+        } else {
+          static_assert(std::is_same_v<T, handoff::ShadowReport>, "encode every message type");
+          auto s = root.initShadow();
+          fill(s.initProbes(), v.probes);
+          s.setVerdict(text(v.verdict));
+          s.setDigestDone(v.digest_done);
+          auto l = s.initDigests(static_cast<unsigned>(v.digests.size()));
+          for (unsigned i = 0; i < v.digests.size(); ++i) {
+            l[i].setName(text(v.digests[i].name));
+            l[i].setVersion(v.digests[i].version);
+            l[i].setSum(v.digests[i].sum);
+            l[i].setEntries(v.digests[i].entries);
+          }
         }
       },
       m);
@@ -210,11 +237,12 @@ Result<Message> decode_message(std::string_view packet) {
 
       case wire::Message::PREPARED: {
         auto p = root.getPrepared();
-        return Message(Prepared{p.getAppliedLsn(), p.getFdsReceived()});
+        return Message(Prepared{p.getAppliedLsn(), p.getFdsReceived(), read(p.getProbes())});
       }
       case wire::Message::COMMIT: {
         auto c = root.getCommit();
-        return Message(Commit{c.getGeneration(), read(c.getTimings()), c.getProbationMs()});
+        return Message(Commit{c.getGeneration(), read(c.getTimings()), c.getProbationMs(),
+                              c.getDigestK0(), c.getDigestK1()});
       }
       case wire::Message::ABORT:
         return Message(Abort{str(root.getAbort().getReason())});
@@ -230,7 +258,16 @@ Result<Message> decode_message(std::string_view packet) {
         return Message(handoff::Promote{str(root.getPromote().getReason())});
       case wire::Message::PROGRESS:
         return Message(handoff::Progress{root.getProgress().getAppliedLsn(),
-                                         root.getProgress().getEarlyFds()});
+                                         root.getProgress().getEarlyFds(),
+                                         read(root.getProgress().getProbes())});
+      case wire::Message::SHADOW: {
+        auto s = root.getShadow();
+        handoff::ShadowReport out{read(s.getProbes()), str(s.getVerdict()), s.getDigestDone(), {}};
+        for (auto d : s.getDigests()) {
+          out.digests.push_back({str(d.getName()), d.getVersion(), d.getSum(), d.getEntries()});
+        }
+        return Message(std::move(out));
+      }
 
       default:
         return Error(ErrorKind::kVersion, "control message of unknown type " +

@@ -266,8 +266,21 @@ std::string ms_text(const std::string& us) {
 void print_timeline(std::map<std::string, std::string>& m, const std::string& p) {
   std::printf("generation %s: %s%s%s\n", m[p + "generation"].c_str(), m[p + "outcome"].c_str(),
               m[p + "reason"].empty() ? "" : ": ", m[p + "reason"].c_str());
+  // Shadow verification (docs/protocol.md), when it ran: probes and the state digest.
+  auto shadow = [&] {
+    const std::string sent = m[p + "probes.sent"], evaluated = m[p + "probes.evaluated"];
+    if (!evaluated.empty() && (evaluated != "0" || sent != "0")) {
+      std::printf("  probes      %12s  sent, %s evaluated, %s mismatched\n", sent.c_str(),
+                  evaluated.c_str(), m[p + "probes.mismatched"].c_str());
+      for (int i = 1; m.count(p + "probes.discrepancies." + std::to_string(i)) != 0; ++i) {
+        std::printf("    %s\n", m[p + "probes.discrepancies." + std::to_string(i)].c_str());
+      }
+    }
+    if (!m[p + "digest"].empty()) std::printf("  digest      %s\n", m[p + "digest"].c_str());
+  };
   if (m[p + "outcome"] == "promoted") {  // the end of a probation: no handoff ran
     std::printf("  probation   %12s\n", ms_text(m[p + "total_us"]).c_str());
+    shadow();
     return;
   }
   std::printf("  spawn       %12s\n", ms_text(m[p + "spawn_us"]).c_str());
@@ -281,6 +294,7 @@ void print_timeline(std::map<std::string, std::string>& m, const std::string& p)
   if (m[p + "probation_ms"] != "0") {
     std::printf("  probation   %9s ms\n", m[p + "probation_ms"].c_str());
   }
+  shadow();
 }
 
 // The server's reply as batonctl's result: its "error: ..." lines are refusals.

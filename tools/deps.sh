@@ -13,6 +13,7 @@ BATON_PACKAGES=(
   clang-14 libclang-rt-14-dev  # the fuzz preset: clang with libFuzzer and the sanitizer runtimes
   redis-tools           # redis-benchmark and redis-cli: real clients for kvd's tests and demo
   python3-prometheus-client  # Prometheus's own text-format parser, for the metrics tests
+  python3-redis         # redis-py: a real client's traffic in the shadow verification tests
   systemd               # systemd-analyze verify, for samples/kvd/kvd.service
 )
 

@@ -3,6 +3,10 @@
 //   kvd     schema v2, per-key expiry (SET EX/PX, EXPIRE, TTL)
 //   kvd-v1  schema v1, no expiry; upgrades to kvd and back
 //   kvd-bare  kvd without Baton, to measure what the runtime costs
+//   kvd-divergent  kvd with a deliberate bug, as a successor, chosen by $KVD_DIVERGE:
+//                  "get" (GET answers wrongly for one key in 1000), "get-after-commit"
+//                  (the same, once it serves), "migration" (its v1 -> v2 migration
+//                  corrupts one string value in 1000): what shadow verification must catch
 #include <signal.h>
 #include <sys/signalfd.h>
 
@@ -46,8 +50,13 @@ int main(int argc, char** argv) {
                                      {"--metrics", ""},
                                      {"--maxclients", "10000"},
                                      {"--probation-ms", "2000"},
-                                     {"--port-file", ""}},
-                                    {"--port", "--maxclients", "--probation-ms"});
+                                     {"--port-file", ""},
+                                     {"--shadow-rate", "0"},
+                                     {"--shadow-min-probes", "0"},
+                                     {"--shadow-max-mismatches", "0"},
+                                     {"--digest", "0"}},
+                                    {"--port", "--maxclients", "--probation-ms",
+                                     "--shadow-min-probes", "--shadow-max-mismatches", "--digest"});
   if (!parsed.ok()) return fail(parsed.error().message(), 2);
   auto& flag = parsed.value();
   const long port = std::atol(flag["--port"].c_str());
@@ -58,6 +67,18 @@ int main(int argc, char** argv) {
   if (probation_ms < 0 || probation_ms > 3'600'000) {
     return fail("--probation-ms is 0..3600000 (0: no probation, the old process exits at commit)",
                 2);
+  }
+
+  char* rate_end = nullptr;
+  const double shadow_rate = std::strtod(flag["--shadow-rate"].c_str(), &rate_end);
+  if (rate_end == flag["--shadow-rate"].c_str() || *rate_end != '\0' || !(shadow_rate >= 0) ||
+      shadow_rate > 1) {
+    return fail("--shadow-rate is the fraction of reads mirrored during an upgrade, 0..1 (got '" +
+                    flag["--shadow-rate"] + "')",
+                2);
+  }
+  if (flag["--digest"] != "0" && flag["--digest"] != "1") {
+    return fail("--digest is 0 or 1 (1: compare a state digest at the cut during probation)", 2);
   }
 
   // SIGTERM and SIGINT stop the server from its loop; SIGHUP and SIGUSR1 (a log rotator's,
@@ -71,6 +92,7 @@ int main(int argc, char** argv) {
 
   TrackedMap map("kvd", KVD_SCHEMA);  // all of kvd's data, and all that survives an upgrade
   kvd::Rollback rollback;
+  std::string diverge;  // kvd-divergent's bug, if any
 #ifdef KVD_BARE
   Runtime* rt = nullptr;
 #else
@@ -80,11 +102,27 @@ int main(int argc, char** argv) {
   opt.control_socket = flag["--control"];
   opt.metrics_listen = flag["--metrics"];
   opt.probation_ms = static_cast<uint32_t>(probation_ms);
+  opt.shadow.sample_rate = shadow_rate;
+  opt.shadow.min_probes = std::strtoull(flag["--shadow-min-probes"].c_str(), nullptr, 10);
+  opt.shadow.max_mismatches = std::strtoull(flag["--shadow-max-mismatches"].c_str(), nullptr, 10);
+  opt.shadow.digest = flag["--digest"] == "1";
   auto created = Runtime::create(argc, argv, opt);
   if (!created.ok()) return fail(created.error().to_string(), 2);
   Runtime* rt = created->get();
+#ifdef KVD_DIVERGENT
+  if (const char* d = std::getenv("KVD_DIVERGE"); d != nullptr && rt->is_successor()) diverge = d;
+#endif
   if (KVD_SCHEMA == 2) {
-    (void)map.migrations().add(1, 2, [](std::string_view, Entry&) {});  // v1 had no TTLs
+    if (diverge == "migration") {
+      (void)map.migrations().add(1, 2, [](std::string_view k, Entry& e) {
+        if (e.is_string() && std::hash<std::string_view>{}(k) % 1000 == 0) e.own_string() += "!";
+      });
+    } else {
+      (void)map.migrations().add(1, 2, [](std::string_view, Entry&) {});  // v1 had no TTLs
+    }
+    // For the state digest only (a pure function, as a digest needs): the view of a v2
+    // entry in v1, whose keys never expire. A v2 successor of v1 hashes its state so.
+    (void)map.migrations().add(2, 1, [](std::string_view, Entry& e) { e.expires_at_ms = 0; });
   } else {
     rollback.now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
@@ -106,6 +144,8 @@ int main(int argc, char** argv) {
   if (rt != nullptr && rt->is_successor()) options.crash_after_ms = KVD_CRASH_AFTER_MS;
 #endif
   Server server(rt, map, KVD_SCHEMA >= 2, options);
+  if (rt != nullptr) rt->set_shadow_reads(&server);  // before take_over(): replay runs probes
+  if (diverge == "get") server.store().set_diverge_get(true);
   // A rollback from a v2 successor: keys it streamed back already expired are dropped,
   // as after a take-over (docs/design.md, "kvd's schema versions").
   server.set_on_resume([&] {
@@ -132,6 +172,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kvd[%d]: %s\n", ::getpid(), note.c_str());
       server.set_upgrade_note(std::move(note));
     }
+    if (diverge == "get-after-commit") server.store().set_diverge_get(true);
     for (InheritedSocket& s : *taken) {
       if (s.tag == "listener") {
         server.listen_on(std::move(s.fd), s.early);

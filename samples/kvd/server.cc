@@ -308,9 +308,16 @@ size_t Server::process(Conn& c, std::string_view data) {
     }
     pos += used;
     if (commands_total_ != nullptr) commands_total_->inc();
+    const size_t reply_at = c.out.size();
     if (store_.execute(args_, c.out).close) {
       c.closing = true;
       return data.size();
+    }
+    // Shadow verification: a sample of deterministic reads goes to the other process,
+    // which answers it at this very point of the stream (docs/protocol.md).
+    if (BATON_UNLIKELY(rt_ != nullptr && rt_->shadow_sample()) && Store::mirrored(args_[0])) {
+      const std::string_view reply = std::string_view(c.out).substr(reply_at);
+      rt_->shadow_probe(store_.probe_request(args_), store_.probe_reply(args_, reply));
     }
   }
   return pos;
@@ -606,6 +613,11 @@ std::string Server::info(std::string_view section) const {
       add("baton_last_upgrade", rt_->last_upgrade());
       add("baton_phase", rt_->phase());
       add("baton_probation_left_ms", std::to_string(rt_->probation_remaining_ms()));
+      const baton::ShadowStats sh = rt_->shadow_stats();
+      add("baton_shadow_probes_sent", std::to_string(sh.probes_sent));
+      add("baton_shadow_probes_evaluated", std::to_string(sh.probes_evaluated));
+      add("baton_shadow_probe_mismatches", std::to_string(sh.probe_mismatches));
+      add("baton_state_digest", sh.digest.empty() ? "none" : sh.digest);
     }
     if (!options_.upgrade_note.empty()) add("baton_upgrade_note", options_.upgrade_note);
     s += "\r\n";

@@ -24,7 +24,10 @@ struct ServerOptions {
   int64_t crash_after_ms = 0;
 };
 
-class Server final : public baton::UpgradeHooks, public baton::EarlySockets, public ServerView {
+class Server final : public baton::UpgradeHooks,
+                     public baton::EarlySockets,
+                     public baton::ShadowReads,
+                     public ServerView {
  public:
   /// `runtime` is null in kvd-bare, the build without Baton that measures its overhead.
   Server(baton::Runtime* runtime, baton::TrackedMap& map, bool expiry, ServerOptions options);
@@ -53,6 +56,12 @@ class Server final : public baton::UpgradeHooks, public baton::EarlySockets, pub
   // --- baton::EarlySockets (successor): watched now, served once take_over() returns
   void early_socket(int fd, const std::string& tag) override;
   void early_socket_withdrawn(int fd) override;
+
+  // --- baton::ShadowReads: probes are kvd requests (Store::probe_request)
+  std::string evaluate(std::string_view request) override { return store_.evaluate_probe(request); }
+  std::string describe(std::string_view request) override { return Store::describe_probe(request); }
+  /// kvd-divergent (KVD_DIVERGE=get...): see Store::set_diverge_get.
+  Store& store() { return store_; }
 
   // --- ServerView
   std::string info(std::string_view section) const override;

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "resp.h"
@@ -131,7 +132,8 @@ Outcome Store::execute(Args a, std::string& out) {
 const Entry* Store::live(std::string_view key) {
   const Entry* e = map_.find(key);
   if (e != nullptr && expiry_ && e->expires_at_ms != 0 && e->expires_at_ms <= now_ms_) {
-    map_.erase(key);  // a mutation like any other: captured during an upgrade
+    if (probing_) return nullptr;  // a probe changes nothing: expired is simply absent
+    map_.erase(key);               // a mutation like any other: captured during an upgrade
     ++expired_;
     return nullptr;
   }
@@ -153,6 +155,9 @@ void Store::get(Args a, std::string& out) {
   const Entry* e = live(a[1]);
   if (e == nullptr) return reply_nil(out);
   if (!e->is_string()) return reply_error(out, kWrongType);
+  if (BATON_UNLIKELY(diverge_get_) && std::hash<std::string_view>{}(a[1]) % 1000 == 0) {
+    return reply_bulk(out, std::string(e->str()) + "?");  // kvd-divergent's deliberate bug
+  }
   reply_bulk(out, e->str());
 }
 
@@ -326,6 +331,12 @@ void Store::smembers(Args a, std::string& out) {
   if (e == nullptr) return reply_array(out, 0);
   if (e->set() == nullptr) return reply_error(out, kWrongType);
   reply_array(out, e->set()->size());
+  if (probing_) {  // a probe compares members, not the order a hash table keeps them in
+    std::vector<std::string_view> sorted(e->set()->begin(), e->set()->end());
+    std::sort(sorted.begin(), sorted.end());
+    for (std::string_view m : sorted) reply_bulk(out, m);
+    return;
+  }
   for (const std::string& m : *e->set()) reply_bulk(out, m);
 }
 
@@ -359,6 +370,16 @@ void Store::hgetall(Args a, std::string& out) {
   if (e == nullptr) return reply_array(out, 0);
   if (e->hash() == nullptr) return reply_error(out, kWrongType);
   reply_array(out, e->hash()->size() * 2);
+  if (probing_) {
+    std::vector<std::pair<std::string_view, std::string_view>> sorted(e->hash()->begin(),
+                                                                      e->hash()->end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [f, v] : sorted) {
+      reply_bulk(out, f);
+      reply_bulk(out, v);
+    }
+    return;
+  }
   for (const auto& [f, v] : *e->hash()) {
     reply_bulk(out, f);
     reply_bulk(out, v);
@@ -484,6 +505,64 @@ void Store::config(Args a, std::string& out) {
 
 void Store::info(Args a, std::string& out) {
   reply_bulk(out, server_.info(a.size() > 1 ? lower(a[1]) : ""));
+}
+
+// ---------------------------------------------------------------- shadow probes
+
+bool Store::mirrored(std::string_view command) {
+  static constexpr std::string_view kReads[] = {"get",      "mget",   "exists",  "lrange",
+                                                "llen",     "hget",   "hgetall", "scard",
+                                                "smembers", "zrange", "zcard"};
+  if (command.size() > 8) return false;
+  const std::string name = lower(command);
+  return std::find(std::begin(kReads), std::end(kReads), name) != std::end(kReads);
+}
+
+std::string Store::probe_request(std::span<const std::string_view> args) const {
+  std::string r(8, '\0');
+  std::memcpy(r.data(), &now_ms_, 8);
+  reply_array(r, args.size());  // the arguments as a RESP array, as a client sends them
+  for (std::string_view a : args) reply_bulk(r, a);
+  return r;
+}
+
+std::string Store::evaluate_probe(std::string_view request) {
+  std::string out;
+  std::vector<std::string_view> args;
+  size_t used = 0;
+  std::string error;
+  if (request.size() < 8 ||
+      parse_request(request.substr(8), &args, &used, &error) != Parse::kDone || args.empty() ||
+      !mirrored(args[0])) {
+    return "-ERR not a kvd probe\r\n";
+  }
+  const int64_t now = now_ms_;
+  std::memcpy(&now_ms_, request.data(), 8);
+  probing_ = true;
+  const uint64_t commands = commands_;
+  (void)execute(args, out);
+  commands_ = commands;  // a probe is not a client's command
+  probing_ = false;
+  now_ms_ = now;
+  return out;
+}
+
+std::string Store::probe_reply(std::span<const std::string_view> args, std::string_view reply) {
+  const bool unordered = iequals(args[0], "hgetall") || iequals(args[0], "smembers");
+  return unordered ? evaluate_probe(probe_request(args)) : std::string(reply);
+}
+
+std::string Store::describe_probe(std::string_view request) {
+  std::vector<std::string_view> args;
+  size_t used = 0;
+  std::string error;
+  if (request.size() < 8 ||
+      parse_request(request.substr(8), &args, &used, &error) != Parse::kDone) {
+    return "(a request kvd cannot parse)";
+  }
+  std::string d;
+  for (std::string_view a : args) d += (d.empty() ? "" : " ") + std::string(a.substr(0, 64));
+  return d;
 }
 
 std::span<const Store::Command> Store::command_list() {

@@ -41,7 +41,25 @@ class Store {
   /// Reclaims expired keys nobody reads, a bounded number of slots per call.
   void sweep_expired(size_t budget);
 
+  // --- shadow verification (docs/protocol.md, "Which reads to mirror")
+  /// The reads kvd mirrors: those whose reply depends only on the keys they name and the
+  /// clock the probe carries. Never SPOP, TTL, INFO or anything random or about the server.
+  static bool mirrored(std::string_view command);
+  /// The probe of request `args`, served at now(): the clock (8 bytes) and the arguments.
+  std::string probe_request(std::span<const std::string_view> args) const;
+  /// Runs a probe against the map as it is, read-only: the probe's clock, no lazy expiry
+  /// erase, members of sets and hashes sorted. Returns the reply.
+  std::string evaluate_probe(std::string_view request);
+  /// A probe's reply as this process records it: the client's bytes, except for replies
+  /// whose order is not part of their meaning (HGETALL, SMEMBERS), which are re-run sorted.
+  std::string probe_reply(std::span<const std::string_view> args, std::string_view reply);
+  /// "GET key": a probe for an operator.
+  static std::string describe_probe(std::string_view request);
+  /// kvd-divergent: GET answers wrongly for one key in a thousand (the shadow tests).
+  void set_diverge_get(bool on) { diverge_get_ = on; }
+
   uint64_t commands() const { return commands_; }
+  bool probing() const { return probing_; }
   uint64_t expired() const { return expired_; }
   bool expiry() const { return expiry_; }
 
@@ -92,6 +110,8 @@ class Store {
   uint64_t random_ = 0x9e3779b97f4a7c15ull;
   size_t sweep_cursor_ = 0;
   std::unordered_map<std::string_view, const Command*> table_;
+  bool probing_ = false;  // evaluate_probe() runs: read-only, sorted members
+  bool diverge_get_ = false;
 };
 
 }  // namespace kvd

@@ -1,6 +1,7 @@
 // TrackedMap: operation semantics, type errors, the byte estimate, and the cursor rule.
 #include <gtest/gtest.h>
 
+#include <random>
 #include <set>
 
 #include "baton/tracked_map.h"
@@ -186,6 +187,170 @@ TEST(Registry, RejectsDuplicateAndBadNames) {
   EXPECT_NE(dup.error().message().find("already registered"), std::string::npos);
   EXPECT_FALSE(reg.add(c).ok());
   EXPECT_FALSE(reg.add(d).ok());
+}
+
+}  // namespace
+}  // namespace baton
+
+// ---------------------------------------------------------------- state digest at the cut
+
+namespace baton {
+namespace {
+
+TEST(Digest, SipHashMatchesThePublishedVectors) {
+  // SipHash-2-4 paper, appendix A: key 00..0f; messages 00..(n-1).
+  const DigestKey key{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+  std::string m;
+  EXPECT_EQ(siphash24(key, m), 0x726fdb47dd0e0e31ULL);
+  for (int i = 0; i < 15; ++i) m.push_back(static_cast<char>(i));
+  EXPECT_EQ(siphash24(key, m), 0xa129ca6149be45e5ULL);
+  m.push_back(15);
+  EXPECT_EQ(siphash24(key, m.substr(0, 8)), 0x93f5f5799a932462ULL);
+}
+
+void fill_every_type(TrackedMap& m, int n) {
+  for (int i = 0; i < n; ++i) {
+    const std::string k = std::to_string(i);
+    m.set("s" + k, "value" + k, i % 3 == 0 ? 1'000'000 + i : 0);
+    const std::string_view items[] = {"a", "b", k};
+    ASSERT_TRUE(m.push("l" + k, End::kRight, items).ok());
+    ASSERT_TRUE(m.sadd("set" + k, items).ok());
+    const std::string_view fv[] = {"f", k, "g", "x"};
+    ASSERT_TRUE(m.hset("h" + k, fv).ok());
+    ASSERT_TRUE(m.zadd("z" + k, i * 0.5, "m" + k).ok());
+  }
+}
+
+TEST(Digest, EqualContentsDigestAlikeInAnyOrderAndAnyChangeShows) {
+  const DigestKey key{1, 2};
+  TrackedMap a("kv", 1), b("kv", 1);
+  fill_every_type(a, 200);
+  // b: same entries, built in reverse order with sets and hashes filled backwards.
+  for (int i = 199; i >= 0; --i) {
+    const std::string k = std::to_string(i);
+    const std::string_view items[] = {"a", "b", k};
+    const std::string_view rev[] = {k, "b", "a"};
+    ASSERT_TRUE(b.zadd("z" + k, i * 0.5, "m" + k).ok());
+    const std::string_view fv[] = {"g", "x", "f", k};
+    ASSERT_TRUE(b.hset("h" + k, fv).ok());
+    ASSERT_TRUE(b.sadd("set" + k, rev).ok());
+    ASSERT_TRUE(b.push("l" + k, End::kRight, items).ok());
+    b.set("s" + k, "value" + k, i % 3 == 0 ? 1'000'000 + i : 0);
+  }
+  ASSERT_TRUE(a.same_contents(b));
+  EXPECT_EQ(a.full_digest(key), b.full_digest(key));
+  EXPECT_EQ(a.full_digest(key).entries, 1000u);
+  EXPECT_NE(a.full_digest(key), a.full_digest({1, 3})) << "keyed";
+  // One change of each kind shows: a value, an expiry, list order, a member, a score.
+  auto changed = [&](auto&& mutate) {
+    TrackedMap c("kv", 1);
+    fill_every_type(c, 200);
+    mutate(c);
+    return c.full_digest(key) != a.full_digest(key);
+  };
+  EXPECT_TRUE(changed([](TrackedMap& c) { c.set("s7", "value8"); }));
+  EXPECT_TRUE(changed([](TrackedMap& c) { (void)c.expire_at("s5", 9); }));
+  EXPECT_TRUE(changed([](TrackedMap& c) {
+    (void)c.pop("l4", End::kLeft);  // "a", "b", "4" -> "b", "4", "a"
+    const std::string_view a1[] = {"a"};
+    (void)c.push("l4", End::kRight, a1);
+  }));
+  EXPECT_TRUE(changed([](TrackedMap& c) {
+    const std::string_view m[] = {"zz"};
+    (void)c.sadd("set3", m);
+  }));
+  EXPECT_TRUE(changed([](TrackedMap& c) { (void)c.zadd("z2", 99, "m2"); }));
+  // Duplicates do not cancel (a XOR would): two equal entries under two keys count twice.
+  TrackedMap d1("kv", 1), d2("kv", 1);
+  d1.set("x", "1");
+  d2.set("x", "1");
+  d2.set("y", "1");
+  d2.set("z", "1");
+  EXPECT_NE(d1.full_digest(key), d2.full_digest(key));
+}
+
+// The digest at the cut equals the full digest of the map as it was at digest_begin(),
+// however the map changes while the digest runs in slices: every kind of mutation, new
+// and erased keys, clear(), over many seeds.
+TEST(Digest, TheDigestAtTheCutIsExactWhileTheMapKeepsChanging) {
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    std::mt19937_64 rng(seed);
+    TrackedMap m("kv", 1);
+    fill_every_type(m, 300);
+    for (int i = 0; i < 200; ++i) (void)m.erase("s" + std::to_string(rng() % 300));  // holes
+    const DigestKey key{seed, ~seed};
+    const StateDigest expected = m.full_digest(key);
+    ASSERT_TRUE(m.digest_begin(key, 1).value());
+    bool done = false;
+    for (int turn = 0; turn < 100'000 && !done; ++turn) {
+      for (int w = 0; w < 3; ++w) {
+        const std::string k = std::to_string(rng() % 400);
+        const std::string_view v[] = {"n", k};
+        switch (rng() % 12) {
+          case 0:
+            m.set("s" + k, "new" + std::to_string(turn));
+            break;
+          case 1:
+            (void)m.erase("s" + k);
+            break;
+          case 2:
+            (void)m.push("l" + k, rng() % 2 ? End::kLeft : End::kRight, v);
+            break;
+          case 3:
+            (void)m.pop("l" + k, End::kLeft);
+            break;
+          case 4:
+            (void)m.sadd("set" + k, v);
+            break;
+          case 5:
+            (void)m.srem("set" + k, v);
+            break;
+          case 6:
+            (void)m.hset("h" + k, v);
+            break;
+          case 7:
+            (void)m.zadd("z" + k, static_cast<double>(turn), "m" + k);
+            break;
+          case 8:
+            (void)m.zpopmin("z" + k);
+            break;
+          case 9:
+            (void)m.incr_by("c" + k, 1);
+            break;
+          case 10:
+            (void)m.expire_at("s" + k, turn);
+            break;
+          case 11:
+            if (rng() % 500 == 0) m.clear();
+            break;
+        }
+      }
+      done = m.digest_step(64 + rng() % 512);
+    }
+    ASSERT_TRUE(done) << "seed " << seed;
+    EXPECT_EQ(m.digest_result(), expected) << "seed " << seed;
+    m.digest_end();
+  }
+}
+
+TEST(Digest, EntriesAreHashedAsThePeerVersionThroughTheMigrationsAndAMissingOneIsNamed) {
+  TrackedMap v1("kv", 1), v2("kv", 2);
+  v1.set("a", "1");
+  v1.set("b", "22");
+  v2.set("a", "1", 777);  // v2 keeps expiries; its v1 view has none
+  v2.set("b", "22", 888);
+  ASSERT_TRUE(
+      v2.migrations().add(2, 1, [](std::string_view, Entry& e) { e.expires_at_ms = 0; }).ok());
+  const DigestKey key{5, 6};
+  ASSERT_TRUE(v2.digest_begin(key, 1).value());
+  while (!v2.digest_step(1)) {
+  }
+  EXPECT_EQ(v2.digest_result(), v1.full_digest(key));
+  EXPECT_EQ(v2.find("a")->expires_at_ms, 777) << "the migration ran on a copy";
+  v2.digest_end();
+  auto missing = v1.digest_begin(key, 3);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find("3"), std::string::npos) << missing.error().message();
 }
 
 }  // namespace

@@ -14,7 +14,8 @@ namespace baton::handoff {
 namespace {
 
 TEST(ControlCodec, EveryMessageTypeRoundTrips) {
-  Timings t{1, 2, 3, 4, 5, 6, 7, 8};
+  Timings t{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const ProbeTally tally{1000, 2, {"LSN 17: GET k -> sender replied \"$1\\r\\na\\r\\n\"", "x"}};
   std::vector<Message> all = {
       Hello{kMinProtocolVersion, 42, {"zero-copy"}, {{"kv", 1, 2}, {"meta", 3, 3}}, 5},
       Welcome{kProtocolVersion, 9, {"x"}},
@@ -25,16 +26,21 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
       FdBatch{{{"listener", "", 7, true}, {"conn", std::string("half\0read", 9), 8, false}}},
       FdBatch{{{"conn", "", 9, false, true}, {"conn", "", 10, true, true}}},
       EarlyFds{{{"conn", "", 1ull << 40, false}}},
-      Prepared{120, 3},
-      Commit{9, t, 0},
-      Commit{9, t, 30'000},
+      Prepared{120, 3, {}},
+      Prepared{120, 3, tally},
+      Commit{9, t, 0, 0, 0},
+      Commit{9, t, 30'000, 0x0123456789abcdefULL, ~0ULL},
       Abort{"successor crashed"},
       Serving{77, 0, {}},
       Serving{77, 1234, {{"kv", 2}, {"meta", 1}}},
-      Progress{12345, 17},
+      Progress{12345, 17, {}},
+      Progress{12345, 17, tally},
       Rollback{"health check failed: disk"},
-      Promote{"probation window ended"}};
-  static_assert(std::variant_size_v<Message> == 14, "every message type is in this list");
+      Promote{"probation window ended"},
+      ShadowReport{tally, "", false, {}},
+      ShadowReport{
+          tally, "shadow probe mismatch: ...", true, {{"kvd", 1, ~0ULL, 3}, {"m", 2, 5, 0}}}};
+  static_assert(std::variant_size_v<Message> == 15, "every message type is in this list");
 
   for (const Message& m : all) {
     auto back = serialization::decode_message(serialization::encode_message(m));
@@ -77,8 +83,8 @@ TEST(ControlCodec, GarbageAndTruncationAreErrorsNotCrashes) {
 // newer build might send, decodes to a version error, and ABORT is a type of its own.
 TEST(ControlCodec, AnUnknownMessageTypeIsAVersionErrorAndAbortIsItsOwnType) {
   // Two messages that differ only in their union tag locate it in the bytes.
-  const std::string a = serialization::encode_message(Prepared{0, 0});
-  const std::string b = serialization::encode_message(Progress{0, 0});
+  const std::string a = serialization::encode_message(Prepared{0, 0, {}});
+  const std::string b = serialization::encode_message(Progress{0, 0, {}});
   ASSERT_EQ(a.size(), b.size());
   std::vector<size_t> differ;
   for (size_t i = 0; i < a.size(); ++i)

@@ -103,6 +103,14 @@ class FakeIncumbentOf : public Base {
   }
   void log(std::string_view line) override { logs.emplace_back(line); }
   void timeline(const TimelineRecord& r) override { timelines.push_back(r); }
+  bool mirroring = false;  // shadow probes
+  uint64_t probes = 0;
+  void mirror_probes(bool on) override {
+    events.push_back(on ? "mirror" : "unmirror");
+    mirroring = on;
+  }
+  uint64_t probes_sent() override { return probes; }
+  std::pair<uint64_t, uint64_t> new_digest_key() override { return {11, 22}; }
   std::vector<UniqueFd> spilled;  // a copy of every memfd the machine had made
   Result<UniqueFd> spill_state(std::string_view state) override {
     auto fd = baton::spill_state(state);

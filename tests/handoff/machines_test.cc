@@ -71,7 +71,7 @@ TEST(IncumbentMachine, CommitsAfterCheckpointCatchUpFreezeAndPrepared) {
   EXPECT_EQ(batches[0]->fds[1].tag, "conn");
   EXPECT_EQ(batches[0]->fds[1].state, "state1");
   EXPECT_EQ(env.sent.back().fds, env.socket_fds);
-  m.on_message(Prepared{150, 2});
+  m.on_message(Prepared{150, 2, {}});
   EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitServing);  // still frozen
   EXPECT_EQ(env.events.back(), "freeze");
   m.on_message(Serving{4242, 0, {}});
@@ -176,7 +176,7 @@ TEST(IncumbentMachine, OneDeadlineTiedToTheBlackoutTargetBoundsTheWholeFreeze) {
   IncumbentMachine m(env, 1, {}, production());
   to_await_prepared(m, env);
   env.now += 200'000;  // a slow PREPARED, still in time
-  m.on_message(Prepared{100, 2});
+  m.on_message(Prepared{100, 2, {}});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
   env.now += 49'000;
   m.tick();
@@ -196,10 +196,10 @@ TEST(IncumbentMachine, ARestoreThatFallsSilentIsTakenForHungInSeconds) {
   FakeIncumbent env;
   IncumbentMachine m(env, 1);
   to_catch_up(m, env);
-  m.on_message(Progress{0, 0});   // the successor starts restoring
-  for (int i = 0; i < 10; ++i) {  // ... and keeps reporting: a long restore is fine
+  m.on_message(Progress{0, 0, {}});  // the successor starts restoring
+  for (int i = 0; i < 10; ++i) {     // ... and keeps reporting: a long restore is fine
     env.now += 2'000'000;
-    m.on_message(Progress{0, 0});
+    m.on_message(Progress{0, 0, {}});
     m.tick();
     ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp) << m.last_abort();
   }
@@ -231,7 +231,7 @@ TEST(IncumbentMachine, ASuccessorWhoseServingArrivedAtTheDeadlineIsNotKilled) {
   FakeIncumbent env;
   IncumbentMachine m(env, 1, {}, production());
   to_await_prepared(m, env);
-  m.on_message(Prepared{100, 2});
+  m.on_message(Prepared{100, 2, {}});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
   env.now += 300'000;  // past the deadline; SERVING sits unread in the socket
   env.on_drain = [&] { m.on_message(Serving{4242, 0, {}}); };
@@ -339,10 +339,10 @@ TEST(IncumbentMachine, SendsSocketsEarlyAndFreezesOnlyOnceTheSuccessorHasThem) {
   EXPECT_EQ(env.sent.back().fds, (std::vector<int>{listener, conn, reused}));
   EXPECT_EQ(env.sent_of<EarlyFds>()[0]->fds[1], (HandedFd{"conn", "", 12, false}));
   EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "not before the successor has them";
-  m.on_message(Progress{100, 2});
+  m.on_message(Progress{100, 2, {}});
   m.tick();
   EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
-  m.on_message(Progress{100, 3});
+  m.on_message(Progress{100, 3, {}});
   m.tick();
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
   EXPECT_EQ(env.sent_of<Frozen>()[0]->fd_count, 4u);
@@ -353,7 +353,7 @@ TEST(IncumbentMachine, SendsSocketsEarlyAndFreezesOnlyOnceTheSuccessorHasThem) {
   EXPECT_FALSE(batch[0]->fds[2].early) << "same fd number, another socket: sent again";
   EXPECT_FALSE(batch[0]->fds[3].early);
   EXPECT_EQ(env.sent.back().fds, (std::vector<int>{reused, fresh}));
-  m.on_message(Prepared{100, 4});
+  m.on_message(Prepared{100, 4, {}});
   EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
 }
 
@@ -371,10 +371,10 @@ TEST(IncumbentMachine, FreezesOnlyOnceTheSuccessorHasAppliedAlmostEverything) {
   env.lsn += 5000;  // written during the restore: sent, but not yet applied
   m.on_message(Restored{});
   EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "5000 deltas would replay in the freeze";
-  m.on_message(Progress{env.lsn - 2000});
+  m.on_message(Progress{env.lsn - 2000, 0, {}});
   m.tick();
   EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
-  m.on_message(Progress{env.lsn - 10});
+  m.on_message(Progress{env.lsn - 10, 0, {}});
   m.tick();
   EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
 }
@@ -399,7 +399,7 @@ TEST(IncumbentMachine, SuccessorDyingBetweenCommitAndServingLeavesTheIncumbentSe
   FakeIncumbent env;
   IncumbentMachine m(env, 1);
   to_await_prepared(m, env);
-  m.on_message(Prepared{100, 2});
+  m.on_message(Prepared{100, 2, {}});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
   m.on_successor_gone("killed by signal 9");
   EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
@@ -436,7 +436,7 @@ TEST(IncumbentMachine, AStateTooLargeForAMessageTravelsInAMemfdAfterItsSocket) {
                    {env.socket_fds[1], "conn", big, 21},
                    {env.socket_fds[2], "conn", "small", 22}};
   to_await_prepared(m, env);
-  ASSERT_EQ(m.protocol_version(), kStateFdProtocolVersion);
+  ASSERT_GE(m.protocol_version(), kStateFdProtocolVersion);
   auto batches = env.sent_of<FdBatch>();
   ASSERT_EQ(batches.size(), 1u);
   const FdBatch& b = *batches[0];
@@ -491,7 +491,7 @@ TEST(IncumbentMachine, PreparedAtTheWrongLsnOrUnexpectedMessagesAbort) {
     FakeIncumbent env;
     IncumbentMachine m(env, 1);
     to_await_prepared(m, env);
-    m.on_message(Prepared{99, 2});
+    m.on_message(Prepared{99, 2, {}});
     EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
     EXPECT_NE(m.last_abort().find("expected LSN 100"), std::string::npos);
   }
@@ -568,9 +568,9 @@ TEST(SuccessorMachine, HelloRestoreReplayPrepareAndServeOnCommit) {
   ASSERT_GE(env.sent.size(), 4u);
   EXPECT_EQ(std::get<Hello>(env.sent[0]).sections, (std::vector<SectionRange>{{"kv", 1, 2}}));
   // A first sign of life before the restore, which can take minutes (issue 14, case 8).
-  EXPECT_EQ(std::get<Progress>(env.sent[1]), (Progress{0, 0}));
+  EXPECT_EQ(std::get<Progress>(env.sent[1]), (Progress{0, 0, {}}));
   EXPECT_EQ(std::get<Restored>(env.sent[2]).records, 10u);
-  EXPECT_EQ(std::get<Prepared>(env.sent.back()), (Prepared{120, 2}));
+  EXPECT_EQ(std::get<Prepared>(env.sent.back()), (Prepared{120, 2, {}}));
   env.now += 3'600'000'000;  // no deadline after PREPARED
   s.tick();
   EXPECT_EQ(s.phase(), SuccessorPhase::kPrepared);
@@ -802,6 +802,145 @@ TEST(Handoff, BothMachinesCommitThroughTheRealCodec) {
   EXPECT_EQ(suc.phase(), SuccessorPhase::kServing);
   EXPECT_EQ(suc_env.served.size(), 2u);
   EXPECT_EQ(suc_env.served[1].state, "state1");
+}
+
+}  // namespace
+}  // namespace baton::handoff
+
+namespace baton::handoff {
+namespace {
+
+// ---------------------------------------------------------------- shadow verification
+
+ShadowPolicy probes_policy(uint64_t min_probes, uint64_t max_mismatches) {
+  ShadowPolicy p;
+  p.sample_rate = 0.5;
+  p.min_probes = min_probes;
+  p.max_mismatches = max_mismatches;
+  return p;
+}
+
+TEST(IncumbentShadow, ProbesAreMirroredFromTheEndOfTheCheckpointToTheFreeze) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  m.set_shadow(probes_policy(0, 0));
+  ASSERT_TRUE(m.request_upgrade().ok());
+  m.on_message(good_hello());
+  m.tick();
+  EXPECT_FALSE(env.mirroring) << "not while the fuzzy checkpoint is written";
+  m.tick();
+  m.tick();
+  ASSERT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  EXPECT_TRUE(env.mirroring) << "every write is in the stream from here on";
+  env.probes = 40;
+  m.on_message(Restored{1000, 5});
+  ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
+  EXPECT_FALSE(env.mirroring) << "off at the freeze";
+  m.on_message(Prepared{100, 2, {40, 0, {}}});
+  m.on_message(Serving{4242, 0, {}});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCommitted);
+  EXPECT_EQ(env.sent_of<Commit>()[0]->timings.probes_sent, 40u);
+}
+
+TEST(IncumbentShadow, AMismatchPastTheToleranceAbortsNamingTheDiscrepancy) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  m.set_shadow(probes_policy(0, 1));
+  to_catch_up(m, env);
+  m.on_message(Progress{100, 0, {500, 1, {"LSN 90: GET a -> ..."}}});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "one is tolerated";
+  m.on_message(Progress{101, 0, {600, 2, {"LSN 90: GET a -> ...", "LSN 99: GET b -> x"}}});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  ASSERT_EQ(env.timelines.size(), 1u);
+  const TimelineRecord& r = env.timelines[0];
+  EXPECT_EQ(r.outcome, "aborted");
+  EXPECT_NE(r.reason.find("shadow probe mismatch: 2 of 600"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("tolerated 1"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("LSN 90: GET a"), std::string::npos) << r.reason;
+  EXPECT_EQ(r.probes_evaluated, 600u);
+  EXPECT_EQ(r.discrepancies.size(), 2u);
+  EXPECT_FALSE(env.mirroring);
+  EXPECT_EQ(std::get<Abort>(env.sent.back().message).reason, r.reason) << "the successor is told";
+}
+
+TEST(IncumbentShadow, AMismatchInsideTheFreezeStillAbortsAtPrepared) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  m.set_shadow(probes_policy(0, 0));
+  to_await_prepared(m, env);
+  m.on_message(Prepared{100, 2, {10, 1, {"LSN 100: GET z"}}});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_TRUE(env.sent_of<Commit>().empty());
+  EXPECT_EQ(env.events.back(), "unfreeze");
+}
+
+TEST(IncumbentShadow, TheFreezeWaitsForTheMinimumProbesThenAbortsWhenTheyNeverCome) {
+  FakeIncumbent env;
+  LagPolicy lag;
+  lag.converge_within_us = 1'000'000;
+  IncumbentMachine m(env, 1, lag);
+  m.set_shadow(probes_policy(100, 0));
+  to_catch_up(m, env);
+  m.on_message(Restored{1000, 5});
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp) << "converged, but too few probes";
+  m.on_message(Progress{100, 0, {99, 0, {}}});
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+  m.on_message(Progress{100, 0, {100, 0, {}}});
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
+
+  FakeIncumbent env2;
+  IncumbentMachine m2(env2, 1, lag);
+  m2.set_shadow(probes_policy(100, 0));
+  to_catch_up(m2, env2);
+  m2.on_message(Restored{1000, 5});
+  env2.now += 1'100'000;
+  m2.tick();
+  EXPECT_EQ(m2.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(env2.timelines.back().reason.find("evaluated 0 shadow probes"), std::string::npos)
+      << env2.timelines.back().reason;
+  EXPECT_NE(env2.timelines.back().reason.find("ShadowPolicy::min_probes"), std::string::npos);
+}
+
+TEST(IncumbentShadow, AnOlderSuccessorCannotMeetAMinimumOfProbes) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  m.set_shadow(probes_policy(10, 0));
+  ASSERT_TRUE(m.request_upgrade().ok());
+  Hello h = good_hello();
+  h.max_protocol_version = kShadowProtocolVersion - 1;
+  m.on_message(h);
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(env.timelines.back().reason.find("has no shadow probes"), std::string::npos)
+      << env.timelines.back().reason;
+
+  // Without a minimum, it upgrades, unverified: no probes go to a build that would
+  // refuse them.
+  FakeIncumbent env2;
+  IncumbentMachine m2(env2, 1);
+  m2.set_shadow(probes_policy(0, 0));
+  ASSERT_TRUE(m2.request_upgrade().ok());
+  m2.on_message(h);
+  for (int i = 0; i < env2.steps_to_finish; ++i) m2.tick();
+  EXPECT_EQ(m2.phase(), IncumbentPhase::kCatchUp);
+  EXPECT_FALSE(env2.mirroring);
+}
+
+TEST(IncumbentShadow, CommitCarriesADigestKeyOnlyWithProbationAndTheDigestOn) {
+  for (bool digest : {false, true}) {
+    FakeIncumbent env;
+    IncumbentMachine m(env, 1, {}, {}, /*probation_ms=*/500);
+    ShadowPolicy p;
+    p.digest = digest;
+    m.set_shadow(p);
+    to_await_prepared(m, env);
+    m.on_message(Prepared{100, 2, {}});
+    auto c = env.sent_of<Commit>();
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0]->digest_k0, digest ? 11u : 0u);
+    EXPECT_EQ(c[0]->digest_k1, digest ? 22u : 0u);
+  }
 }
 
 }  // namespace

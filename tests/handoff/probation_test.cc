@@ -60,7 +60,7 @@ void upgrade_with(IncumbentMachine& m, FakeIncumbent& env, const Hello& hello) {
   for (int i = 0; i < env.steps_to_finish; ++i) m.tick();
   m.on_message(Restored{1000, 5});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitPrepared);
-  m.on_message(Prepared{env.lsn, 2});
+  m.on_message(Prepared{env.lsn, 2, {}});
   ASSERT_EQ(m.phase(), IncumbentPhase::kAwaitServing);
   m.on_message(Serving{4242, 9, {{"kv", 2}}});
   ASSERT_EQ(m.phase(), IncumbentPhase::kCommitted);
@@ -190,12 +190,12 @@ TEST(ProbationMachine, PlannedRollbackRunsTheHandoffBackwardsWithoutCheckpoint) 
   EXPECT_EQ(env.sent_of<EarlyFds>()[0]->fds.size(), 2u);
   p.tick();
   EXPECT_TRUE(env.sent_of<Frozen>().empty()) << "not before the standby has the sockets";
-  p.on_message(Progress{env.lsn, 2});
+  p.on_message(Progress{env.lsn, 2, {}});
   p.tick();
   ASSERT_EQ(env.sent_of<Frozen>().size(), 1u);
   EXPECT_EQ(env.sent_of<FdBatch>()[0]->fds[1].state, "half");
   EXPECT_TRUE(env.sent_of<FdBatch>()[0]->fds[1].early) << "moved by id, no fd";
-  p.on_message(Prepared{env.lsn, 2});
+  p.on_message(Prepared{env.lsn, 2, {}});
   ASSERT_EQ(env.sent_of<Commit>().size(), 1u);
   EXPECT_EQ(env.sent_of<Commit>()[0]->generation, 3u);
   EXPECT_EQ(env.sent_of<Commit>()[0]->probation_ms, 0u);

@@ -108,9 +108,10 @@ struct BinDir {
 class Kvd : private BinDir, public ServerProcess {
  public:
   explicit Kvd(const std::string& binary, std::vector<std::string> args = {},
-               std::string failpoints = "")
+               std::string failpoints = "", std::vector<std::string> env = {})
       : BinDir(binary),
-        ServerProcess(bin_dir_ + "/kvd", with_control(std::move(args)), std::move(failpoints)) {}
+        ServerProcess(bin_dir_ + "/kvd", with_control(std::move(args)), std::move(failpoints),
+                      std::move(env)) {}
   std::string control_path() const { return dir() + "/ctl"; }
   std::string control(const std::string& command) const {
     return control_command(control_path(), command);

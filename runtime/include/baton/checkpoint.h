@@ -148,6 +148,10 @@ class DeltaReplayer {
   DeltaReplayer(std::vector<Section*> by_peer_id, uint64_t start_lsn)
       : by_peer_id_(std::move(by_peer_id)), next_lsn_(start_lsn + 1) {}
 
+  /// Shadow probes (kProbeSection records) go to `fn`, in stream order, once the
+  /// mutations before them are applied. Without one they are skipped.
+  void on_probe(std::function<void(const DeltaView&)> fn) { on_probe_ = std::move(fn); }
+
   /// Validates and applies one frame. A gap, duplicate, bad checksum or divergent
   /// record is an error naming the LSN.
   Result<void> apply_frame(std::string_view frame);
@@ -157,6 +161,7 @@ class DeltaReplayer {
 
  private:
   std::vector<Section*> by_peer_id_;
+  std::function<void(const DeltaView&)> on_probe_;
   uint64_t next_lsn_;
   uint64_t applied_ = 0;
 };

@@ -29,6 +29,11 @@ inline constexpr size_t kFrameHeaderSize = 32;
 inline constexpr size_t kMaxDeltaArgs = 255;
 /// A frame's payload length is a u32; the log never lets pending bytes reach it.
 inline constexpr size_t kMaxFramePayload = (size_t{1} << 32) - (size_t{1} << 20);
+/// The section id of a shadow probe record (docs/protocol.md, "Shadow verification"): a
+/// read the sender served, mirrored at its place in the stream. Its key is the server's
+/// encoding of the request, its one argument the reply the sender gave. It takes an LSN
+/// like a mutation but changes nothing.
+inline constexpr uint16_t kProbeSection = 0xffff;
 
 /// Mutation log of one process. Sections call append() only while capturing().
 class DeltaLog {
@@ -51,6 +56,11 @@ class DeltaLog {
               std::initializer_list<std::string_view> args);
   void append(uint16_t section, uint8_t op, std::string_view key,
               std::span<const std::string_view> args);
+
+  /// Records a shadow probe (kProbeSection): `request` was answered with `reply` here.
+  void append_probe(std::string_view request, std::string_view reply) {
+    append(kProbeSection, 0, request, {reply});
+  }
 
   uint64_t last_lsn() const { return last_lsn_; }
   size_t pending_bytes() const { return pending_.size(); }

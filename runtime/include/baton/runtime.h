@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "baton/fd.h"
@@ -83,6 +84,51 @@ class UpgradeHooks {
   virtual std::string health() { return {}; }
 };
 
+/// The server's side of shadow verification (docs/protocol.md, "Shadow verification"):
+/// evaluates reads that the other process served and mirrored, so that the old and the new
+/// version are shown to answer alike on real traffic.
+class ShadowReads {
+ public:
+  virtual ~ShadowReads() = default;
+  /// Executes a mirrored read, `request` as the other process passed it to
+  /// Runtime::shadow_probe(), against this process's state as it is now: exactly the
+  /// point of the stream at which the other process served it. Returns the reply, as
+  /// the other process's reply was recorded. It must change no state and read no clock
+  /// or random number the request does not carry.
+  virtual std::string evaluate(std::string_view request) = 0;
+  /// The request as an operator reads it in a discrepancy, e.g. "GET user:42".
+  virtual std::string describe(std::string_view request) { return std::string(request); }
+};
+
+/// What shadow verification checks, and how strictly. The incumbent's policy judges the
+/// probes before COMMIT, the standby's (the old version's again) those of probation.
+struct ShadowPolicy {
+  /// The fraction of reads mirrored (Runtime::shadow_sample()) while a stream to the other
+  /// process runs: from the end of the checkpoint to the freeze, and during probation. 0:
+  /// none.
+  double sample_rate = 0.0;
+  /// Probes the successor must have evaluated before the incumbent freezes: the catch-up
+  /// waits for them, up to LagPolicy::converge_within_us, then aborts. 0: none required.
+  uint64_t min_probes = 0;
+  /// Mismatches tolerated; one more aborts the upgrade (before COMMIT) or rolls it back
+  /// (during probation).
+  uint64_t max_mismatches = 0;
+  /// During probation: compare a keyed digest of every section's state at the cut (the
+  /// final LSN) between the standby and the successor; a difference rolls back. Computed
+  /// after the blackout, in slices of digest_slice_bytes per service() call.
+  bool digest = false;
+  size_t digest_slice_bytes = size_t{256} << 10;
+};
+
+/// What shadow verification has seen in the latest upgrade this process takes part in.
+struct ShadowStats {
+  uint64_t probes_sent = 0;       // mirrored by this process
+  uint64_t probes_evaluated = 0;  // evaluated by whichever process receives the stream
+  uint64_t probe_mismatches = 0;
+  /// "" (none ran), "running", "agreed: ..." or "mismatch: ...".
+  std::string digest;
+};
+
 /// Lag policy while deltas stream to the successor.
 struct LagPolicy {
   uint64_t converge_bytes = uint64_t{256} << 10;  // freeze once the backlog is this small
@@ -145,6 +191,7 @@ struct RuntimeOptions {
 
   LagPolicy lag;
   Timeouts timeouts;
+  ShadowPolicy shadow;
   /// Bound on captured deltas not yet framed (DeltaLog limit).
   size_t delta_limit_bytes = size_t{256} << 20;
 };
@@ -198,6 +245,21 @@ class Runtime {
   std::string phase() const;
   /// Milliseconds left of a probation window this process takes part in; 0 otherwise.
   int64_t probation_remaining_ms() const;
+
+  // --- shadow verification (RuntimeOptions::shadow; docs/protocol.md)
+  /// The evaluator of mirrored reads (not owned). Set it before take_over() in a
+  /// successor (probes are evaluated during replay), and in every process that may stand
+  /// by. Without one, every probe received counts as a mismatch.
+  void set_shadow_reads(ShadowReads* reads);
+  /// True when the read being served should be mirrored: a stream to the other process
+  /// runs and the sample picks this one. One branch otherwise. Mirror only deterministic
+  /// reads (docs/protocol.md, "Which reads to mirror").
+  bool shadow_sample();
+  /// Mirrors the read just served, at its place among the writes: `request` in the form
+  /// ShadowReads::evaluate() takes, `reply` as the client got it. Call it only after
+  /// shadow_sample() returned true, before any other write is made.
+  void shadow_probe(std::string_view request, std::string_view reply);
+  ShadowStats shadow_stats() const;
 
   // --- probation, the successor's side (all are no-ops costing a branch otherwise)
   /// True while this process serves on probation: replies to writes wait for

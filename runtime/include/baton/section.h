@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "baton/delta_log.h"
+#include "baton/digest.h"
 #include "baton/result.h"
 #include "baton/value.h"
 
@@ -103,6 +104,26 @@ class Section {
   void migrate(std::string_view key, Entry& entry) const {
     for (const MigrationFn* step : path_) (*step)(key, entry);
   }
+
+  // --- state digest at the cut (optional; docs/protocol.md, "State digest at the cut")
+  /// Starts a digest of the state as it is at this instant, each entry hashed as schema
+  /// version `as_version` (through this section's registered migrations, which must then
+  /// be pure). Mutations may go on meanwhile: a section hashes an entry before its first
+  /// change, so the result is the state of this instant. False: this section has none.
+  virtual Result<bool> digest_begin(const DigestKey& key, uint32_t as_version) {
+    (void)key;
+    (void)as_version;
+    return false;
+  }
+  /// Hashes about `budget_bytes` more of the state; true when the digest is complete.
+  virtual bool digest_step(size_t budget_bytes) {
+    (void)budget_bytes;
+    return true;
+  }
+  /// The digest, once digest_step() returned true.
+  virtual StateDigest digest_result() const { return {}; }
+  /// Ends (or abandons) the digest.
+  virtual void digest_end() {}
 
   /// Connects the section to the registry's log under id `id`. Called by Registry::add.
   void attach(DeltaLog* log, uint16_t id) {

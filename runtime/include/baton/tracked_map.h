@@ -43,6 +43,9 @@ class TrackedMap final : public Section {
   bool same_contents(const TrackedMap& other) const;
   /// An order-independent 64-bit digest of the contents, for comparing across processes.
   uint64_t digest() const;
+  /// The keyed digest of the whole map now, each entry hashed as it is (the reference the
+  /// incremental digest_begin() .. digest_result() must equal).
+  StateDigest full_digest(const DigestKey& key) const;
 
   // --- mutations; each is logged when the registry's log captures ---
   /// Sets a string value (replacing any type) with an optional expiry.
@@ -93,6 +96,14 @@ class TrackedMap final : public Section {
   Result<void> restore_record(std::string&& key, Entry&& entry) override;
   Result<void> restore_end() override;
   Result<void> apply_delta(const DeltaView& delta) override;
+  /// The digest is taken at the cut without stopping the server: the scan goes through
+  /// the slots in slices, and a mutation of a slot the scan has not reached hashes the
+  /// entry first (once: each entry is hashed at most once per digest, however often it
+  /// changes, so a mutation costs O(1) amortized, not a rehash of its collection).
+  Result<bool> digest_begin(const DigestKey& key, uint32_t as_version) override;
+  bool digest_step(size_t budget_bytes) override;
+  StateDigest digest_result() const override { return digest_acc_; }
+  void digest_end() override;
 
   /// Delta op codes; stable across versions (they are part of the frame format).
   enum Op : uint8_t {
@@ -120,6 +131,7 @@ class TrackedMap final : public Section {
     Entry entry;
     uint32_t birth_epoch = 0;
     bool used = false;
+    uint8_t digest_mark = 0;  // == digest_mark_: hashed by the current digest, or born after it
   };
   static constexpr uint32_t kNoSlot = UINT32_MAX;
 
@@ -150,6 +162,12 @@ class TrackedMap final : public Section {
       log_->append(id(), op, key, args);
   }
   void after_replay(std::string_view key);
+  // Call before a slot's entry changes or goes: the digest at the cut hashes it first.
+  void touch(uint32_t slot) {
+    if (BATON_UNLIKELY(digesting_)) digest_touch(slot);
+  }
+  void digest_touch(uint32_t slot);
+  void digest_slot(uint32_t slot);
   // Call before an entry's value is replaced or dropped: keeps borrowed_live_ exact.
   void forget_borrow(const Entry& e) {
     if (BATON_UNLIKELY(e.is_borrowed())) release_borrow();
@@ -185,6 +203,15 @@ class TrackedMap final : public Section {
   // Checkpoint mappings that restored entries borrow string bytes from.
   std::vector<std::shared_ptr<const void>> backings_;
   size_t borrowed_live_ = 0;
+  // Digest at the cut: slots below digest_end_ whose mark differs from digest_mark_ are
+  // still to hash, by the scan (from digest_cursor_) or by touch().
+  bool digesting_ = false;
+  uint8_t digest_mark_ = 0;
+  uint32_t digest_cursor_ = 0;
+  uint32_t digest_end_ = 0;
+  DigestKey digest_key_;
+  std::vector<const MigrationFn*> digest_path_;
+  StateDigest digest_acc_;
   // Populates the reserved slot array just ahead of restore's inserts, on a helper thread.
   std::unique_ptr<class Prefaulter> slot_prefaulter_;
 };

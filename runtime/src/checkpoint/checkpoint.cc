@@ -590,6 +590,11 @@ Result<void> DeltaReplayer::apply_frame(std::string_view bytes) {
                    (f.first_lsn > next_lsn_ ? " (deltas lost)" : " (frame replayed twice)"));
   }
   BATON_TRY(for_each_delta(f, [&](const DeltaView& d) -> Result<void> {
+    if (BATON_UNLIKELY(d.section == kProbeSection)) {
+      if (on_probe_) on_probe_(d);
+      ++next_lsn_;
+      return ok();
+    }
     if (d.section >= by_peer_id_.size()) {
       return corrupt("delta LSN " + std::to_string(d.lsn) + " names section id " +
                      std::to_string(d.section) + "; the checkpoint has " +

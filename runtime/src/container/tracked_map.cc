@@ -140,6 +140,7 @@ uint32_t TrackedMap::insert_new(std::string&& key, uint64_t h) {
   slot.entry = Entry{};
   slot.birth_epoch = epoch_;
   slot.used = true;
+  slot.digest_mark = digesting_ ? digest_mark_ : 0;  // a new key is not part of the cut
   const size_t mask = index_.size() - 1;
   size_t i = h & mask;
   while (index_[i].slot != kNoSlot) i = (i + 1) & mask;
@@ -181,6 +182,8 @@ Result<T*> TrackedMap::typed(std::string_view key, bool create, uint32_t* slot_o
     slots_[s].entry.value.template emplace<Box<T>>();
   } else if (!std::holds_alternative<Box<T>>(slots_[s].entry.value)) {
     return wrong_type();
+  } else {
+    touch(s);  // every caller mutates the entry next
   }
   *slot_out = s;
   return &*std::get<Box<T>>(slots_[s].entry.value);
@@ -198,6 +201,7 @@ void TrackedMap::set(std::string_view key, std::string_view value, int64_t expir
     value = alias;
   }
   auto [s, inserted] = find_or_insert(key);
+  if (!inserted) touch(s);
   Entry& e = slots_[s].entry;
   const bool was_borrowed = !inserted && e.is_borrowed();
   if (!inserted) bytes_ -= e.payload_bytes();
@@ -215,6 +219,7 @@ void TrackedMap::set(std::string_view key, std::string_view value, int64_t expir
 bool TrackedMap::erase(std::string_view key) {
   uint32_t s = lookup(key);
   if (s == kNoSlot) return false;
+  touch(s);
   log(s, kOpErase, key, {});
   remove_slot(s);
   return true;
@@ -222,6 +227,11 @@ bool TrackedMap::erase(std::string_view key) {
 
 void TrackedMap::clear() {
   if (BATON_UNLIKELY(log_ != nullptr && log_->capturing())) log_->append(id(), kOpClear, {}, {});
+  if (BATON_UNLIKELY(digesting_)) {
+    // Everything the digest has not reached goes now: hash it first (clear is O(n) anyway).
+    for (uint32_t s = 0; s < digest_end_ && s < slots_.size(); ++s) digest_touch(s);
+    digest_cursor_ = digest_end_ = 0;
+  }
   slot_prefaulter_.reset();  // before the array it populates goes away
   slots_.clear();
   free_slots_.clear();
@@ -250,6 +260,7 @@ Result<int64_t> TrackedMap::incr_by(std::string_view key, int64_t by) {
     return Error(ErrorKind::kInvalidArgument, "increment or decrement would overflow");
   }
   if (s == kNoSlot) s = find_or_insert(key).first;
+  touch(s);
   Entry& e = slots_[s].entry;
   bytes_ -= e.payload_bytes();
   if (e.is_borrowed()) {
@@ -436,6 +447,7 @@ Result<std::optional<std::pair<std::string, double>>> TrackedMap::zpopmin(std::s
 bool TrackedMap::expire_at(std::string_view key, int64_t expires_at_ms) {
   uint32_t s = lookup(key);
   if (s == kNoSlot) return false;
+  touch(s);
   slots_[s].entry.expires_at_ms = expires_at_ms;
   log(s, kOpExpire, key, {Le64(expires_at_ms).view()});
   return true;
@@ -448,6 +460,7 @@ size_t TrackedMap::erase_expired(int64_t now_ms, size_t budget, size_t* cursor) 
     const uint32_t s = static_cast<uint32_t>((*cursor)++);
     const int64_t at = slots_[s].entry.expires_at_ms;
     if (!slots_[s].used || at == 0 || at > now_ms) continue;
+    touch(s);
     log(s, kOpErase, slots_[s].key, {});
     remove_slot(s);
     ++erased;
@@ -500,6 +513,68 @@ uint64_t TrackedMap::digest() const {
     total += d;
   }
   return total;
+}
+
+StateDigest TrackedMap::full_digest(const DigestKey& key) const {
+  const EntryHasher hasher(key);
+  StateDigest d;
+  for (const Slot& s : slots_)
+    if (s.used) d.add(hasher.entry(s.key, s.entry));
+  return d;
+}
+
+// ---------------------------------------------------------------- digest at the cut
+
+Result<bool> TrackedMap::digest_begin(const DigestKey& key, uint32_t as_version) {
+  digest_end();
+  std::vector<const MigrationFn*> path;
+  if (as_version != schema_version()) {
+    BATON_ASSIGN_OR_RETURN(path, migrations().path(name(), schema_version(), as_version));
+  }
+  if (++digest_mark_ == 0) {  // the mark wrapped: no slot may keep an old digest's
+    for (Slot& s : slots_) s.digest_mark = 0;
+    digest_mark_ = 1;
+  }
+  digest_key_ = key;
+  digest_path_ = std::move(path);
+  digest_acc_ = {};
+  digest_cursor_ = 0;
+  digest_end_ = static_cast<uint32_t>(slots_.size());
+  digesting_ = true;
+  return true;
+}
+
+void TrackedMap::digest_slot(uint32_t s) {
+  Slot& slot = slots_[s];
+  slot.digest_mark = digest_mark_;
+  const EntryHasher hasher(digest_key_);
+  if (digest_path_.empty()) return digest_acc_.add(hasher.entry(slot.key, slot.entry));
+  Entry as_peer = slot.entry;  // a copy owns its bytes; the migration must not see ours
+  for (const MigrationFn* step : digest_path_) (*step)(slot.key, as_peer);
+  digest_acc_.add(hasher.entry(slot.key, as_peer));
+}
+
+void TrackedMap::digest_touch(uint32_t s) {
+  if (s < digest_end_ && slots_[s].used && slots_[s].digest_mark != digest_mark_) digest_slot(s);
+}
+
+bool TrackedMap::digest_step(size_t budget_bytes) {
+  if (!digesting_) return true;
+  size_t scan_left = std::max<size_t>(4096, budget_bytes / 16);
+  size_t bytes = 0;
+  while (digest_cursor_ < digest_end_ && bytes < budget_bytes && scan_left-- > 0) {
+    const uint32_t s = digest_cursor_++;
+    if (!slots_[s].used || slots_[s].digest_mark == digest_mark_) continue;
+    bytes += slots_[s].key.size() + slots_[s].entry.payload_bytes();
+    digest_slot(s);
+  }
+  return digest_cursor_ >= digest_end_;
+}
+
+void TrackedMap::digest_end() {
+  digesting_ = false;
+  digest_path_.clear();
+  digest_cursor_ = digest_end_ = 0;
 }
 
 // ---------------------------------------------------------------- Section

@@ -20,6 +20,7 @@
 #include "baton/metrics.h"
 #include "baton/runtime.h"
 #include "handoff/machines.h"
+#include "handoff/shadow.h"
 
 namespace baton {
 
@@ -52,6 +53,11 @@ struct RuntimeMetrics {
   Counter* rollbacks_crashed = nullptr;
   Counter* rollbacks_unhealthy = nullptr;
   Counter* rollbacks_requested = nullptr;
+  Counter* rollbacks_mismatch = nullptr;
+  Counter* probes_matched = nullptr;
+  Counter* probes_mismatched = nullptr;
+  Counter* digests_agreed = nullptr;
+  Counter* digests_mismatched = nullptr;
   Counter* promotions = nullptr;
   Counter* checkpoint_bytes = nullptr;
   Counter* deltas = nullptr;
@@ -127,6 +133,7 @@ struct Host {
   RuntimeOptions options;
   FailPoints failpoints;
   Registry registry;
+  Shadow shadow{options.shadow};
   Metrics metrics;
   RuntimeMetrics counts;
   std::string argv0;

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -72,7 +73,21 @@ Result<uint64_t> corrupt_first_chunk(int fd) {
 Incumbent::Incumbent(Host& host)
     : host_(host),
       machine_(*this, host.generation, host.options.lag, host.options.timeouts,
-               host.options.probation_ms) {}
+               host.options.probation_ms) {
+  machine_.set_shadow(host.options.shadow);
+}
+
+std::pair<uint64_t, uint64_t> Incumbent::new_digest_key() {
+  uint64_t k[2] = {0, 0};
+  while (k[0] == 0 && k[1] == 0) {
+    if (::getrandom(k, sizeof k, 0) != static_cast<ssize_t>(sizeof k)) {
+      k[0] = static_cast<uint64_t>(monotonic_us()) * 0x9e3779b97f4a7c15ULL;
+      k[1] = static_cast<uint64_t>(::getpid()) ^ 0xd6e8feb86659fd93ULL;
+    }
+  }
+  digest_key_ = {k[0], k[1]};
+  return {k[0], k[1]};
+}
 
 Incumbent::~Incumbent() {
   if (successor_pid_ > 0) kill_successor();
@@ -144,6 +159,8 @@ void Incumbent::read_control() {
 }
 
 Result<void> Incumbent::spawn_successor() {
+  host_.shadow.reset();  // a new upgrade's probes
+  digest_key_ = {};
   int ctl[2], str[2];
   BATON_TRY(BATON_SYSCALL(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl)));
   UniqueFd ctl_mine(ctl[0]), ctl_child(ctl[1]);
@@ -404,6 +421,7 @@ void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms
   s.serving = serving;
   s.probation_ms = probation_ms;
   s.successor_generation = machine_.generation();
+  s.digest_key = digest_key_;
   standby_start_.emplace(std::move(s));
   host_.hooks->standby();
 }

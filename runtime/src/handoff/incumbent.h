@@ -31,6 +31,7 @@ struct StandbyStart {
   uint32_t probation_ms = 0;
   uint64_t successor_generation = 0;
   std::vector<std::pair<UniqueFd, std::string>> held;  // fd, tag
+  DigestKey digest_key;                                // COMMIT's; both 0: no digest at the cut
 };
 
 class Incumbent final : public handoff::IncumbentEnv {
@@ -71,6 +72,10 @@ class Incumbent final : public handoff::IncumbentEnv {
   void timeline(const handoff::TimelineRecord& r) override;
   void drain_control() override { read_control(); }
   bool successor_exiting() override { return lost_.has_value(); }
+  void mirror_probes(bool on) override { host_.shadow.mirror(on); }
+  uint64_t probes_sent() override { return host_.shadow.sent(); }
+  void probe_tally(const handoff::ProbeTally& t) override { host_.shadow.set_tally(t); }
+  std::pair<uint64_t, uint64_t> new_digest_key() override;
 
  private:
   void read_control();
@@ -98,6 +103,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   };
   std::optional<Lost> lost_;
   std::optional<StandbyStart> standby_start_;
+  DigestKey digest_key_;  // the last COMMIT's
 };
 
 }  // namespace baton

@@ -49,8 +49,9 @@ std::string seconds_text(int64_t us) {
 
 std::string_view message_name(const Message& m) {
   static constexpr std::string_view kNames[] = {
-      "HELLO",  "WELCOME", "CHECKPOINT_READY", "RESTORED", "FROZEN",    "FD_BATCH", "PREPARED",
-      "COMMIT", "ABORT",   "SERVING",          "PROGRESS", "EARLY_FDS", "ROLLBACK", "PROMOTE"};
+      "HELLO",    "WELCOME",   "CHECKPOINT_READY", "RESTORED", "FROZEN",
+      "FD_BATCH", "PREPARED",  "COMMIT",           "ABORT",    "SERVING",
+      "PROGRESS", "EARLY_FDS", "ROLLBACK",         "PROMOTE",  "SHADOW"};
 
   static_assert(std::size(kNames) == std::variant_size_v<Message>, "name every message");
   return kNames[m.index()];
@@ -65,8 +66,20 @@ std::string TimelineRecord::to_json() const {
                 ",\"probation_ms\":%" PRIu32,
                 spawn_us, checkpoint_us, catchup_us, blackout_us, total_us, checkpoint_bytes,
                 deltas, fds, probation_ms);
+  std::string shadow = ",\"probes\":{\"sent\":" + std::to_string(probes_sent) +
+                       ",\"evaluated\":" + std::to_string(probes_evaluated) +
+                       ",\"mismatched\":" + std::to_string(probe_mismatches) +
+                       ",\"discrepancies\":{";
+  // An object keyed "1", "2", ... rather than an array: batonctl's flat parser, in builds
+  // before this one too, reads nested objects only.
+  for (size_t i = 0; i < discrepancies.size(); ++i) {
+    shadow +=
+        (i ? ",\"" : "\"") + std::to_string(i + 1) + "\":\"" + json_escape(discrepancies[i]) + "\"";
+  }
+  shadow += "}},\"digest\":\"" + json_escape(digest) + "\"";
   return "{\"generation\":" + std::to_string(generation) + ",\"outcome\":\"" +
-         json_escape(outcome) + "\",\"reason\":\"" + json_escape(reason) + "\"," + nums + "}";
+         json_escape(outcome) + "\",\"reason\":\"" + json_escape(reason) + "\"," + nums + shadow +
+         "}";
 }
 
 std::string_view to_string(IncumbentPhase phase) {
@@ -131,6 +144,8 @@ Result<void> IncumbentMachine::request_upgrade() {
   early_acked_ = 0;
   last_abort_.clear();
   rolling_back_ = false;
+  mirroring_ = false;
+  tally_ = {};
   protocol_version_ = kProtocolVersion;
   phase_ = IncumbentPhase::kAwaitHello;  // before spawning: abort() must see an upgrade
   if (auto r = env_.spawn_successor(); !r.ok()) {
@@ -155,6 +170,12 @@ void IncumbentMachine::on_hello(const Hello& h) {
                  std::to_string(kMinProtocolVersion) + ".." + std::to_string(kProtocolVersion));
   }
   protocol_version_ = chosen;
+  if (shadow_.min_probes != 0 && shadow_.sample_rate > 0 && chosen < kShadowProtocolVersion &&
+      !rolling_back_) {
+    return abort("successor speaks protocol " + std::to_string(chosen) +
+                 ", which has no shadow probes, and this incumbent requires " +
+                 std::to_string(shadow_.min_probes) + " (ShadowPolicy::min_probes)");
+  }
   for (const SectionVersion& mine : env_.sections()) {
     auto it = std::find_if(h.sections.begin(), h.sections.end(),
                            [&](const SectionRange& r) { return r.name == mine.name; });
@@ -199,6 +220,7 @@ void IncumbentMachine::on_message(const Message& m) {
     if (phase_ == IncumbentPhase::kCatchUp && !restored_at_us_) restore_heard_us_ = env_.now_us();
     acked_lsn_ = std::max(acked_lsn_, p->applied_lsn);
     early_acked_ = std::max(early_acked_, p->early_fds);
+    take_tally(p->probes);
     return;
   }
   if (const auto* p = std::get_if<Prepared>(&m); p && phase_ == IncumbentPhase::kAwaitPrepared) {
@@ -207,10 +229,15 @@ void IncumbentMachine::on_message(const Message& m) {
                    std::to_string(p->fds_received) + " fds; expected LSN " +
                    std::to_string(final_lsn_) + " with " + std::to_string(fd_count_));
     }
+    // Every probe up to the final LSN is in this tally: the last chance to refuse.
+    if (take_tally(p->probes)) return;
     // Probation needs a successor that streams its writes back (version 5), and never
     // follows a rollback: the process rolled back to has no older one behind it.
     const bool probation = protocol_version_ >= kProbationProtocolVersion && !rolling_back_;
     Commit c{generation_ + 1, t_, probation ? probation_ms_ : 0};
+    if (c.probation_ms != 0 && shadow_.digest && protocol_version_ >= kShadowProtocolVersion) {
+      std::tie(c.digest_k0, c.digest_k1) = env_.new_digest_key();
+    }
     committed_probation_ms_ = c.probation_ms;
     if (auto r = env_.send(c, {}); !r.ok()) {
       return abort("sending COMMIT: " + r.error().to_string(), false);
@@ -326,6 +353,9 @@ void IncumbentMachine::tick() {
       }
       t_.checkpoint_us = env_.now_us() - phase_start_us_;
       phase_ = IncumbentPhase::kCatchUp;
+      // From here every mutation is in the stream, so the successor's state at a probe's
+      // place in it is exactly this process's when it served the read: probes start now.
+      mirror(true);
       phase_start_us_ = env_.now_us();
       deadline_us_ = phase_start_us_ + timeouts_.restored_us;
       return;
@@ -367,11 +397,19 @@ void IncumbentMachine::tick() {
       // socket or the successor's inbox would otherwise be replayed inside the freeze.
       const uint64_t unapplied = env_.last_lsn() - std::min(env_.last_lsn(), acked_lsn_);
       // ... and the successor has prepared every early socket, outside the blackout.
+      // ... and the successor has evaluated the probes the policy asks for.
+      const bool probed = !mirroring_ || tally_.evaluated >= shadow_.min_probes;
       if (backlog <= lag_.converge_bytes && unapplied <= lag_.converge_deltas &&
-          early_acked_ >= early_.size()) {
+          early_acked_ >= early_.size() && probed) {
         return freeze();
       }
       if (now - *restored_at_us_ > lag_.converge_within_us) {
+        if (!probed) {
+          return abort("the successor evaluated " + std::to_string(tally_.evaluated) +
+                       " shadow probes within " + seconds_text(lag_.converge_within_us) +
+                       " of RESTORED; the policy requires " + std::to_string(shadow_.min_probes) +
+                       " (ShadowPolicy::min_probes): too few reads to sample?");
+        }
         return abort("deltas did not converge within " + seconds_text(lag_.converge_within_us) +
                      " of RESTORED (backlog " + std::to_string(backlog) + " bytes)");
       }
@@ -414,7 +452,31 @@ Result<void> IncumbentMachine::send_early() {
   return ok();
 }
 
+void IncumbentMachine::mirror(bool on) {
+  on = on && protocol_version_ >= kShadowProtocolVersion && !rolling_back_ &&
+       shadow_.sample_rate > 0;
+  if (on == mirroring_) return;
+  if (!on) t_.probes_sent = env_.probes_sent();
+  mirroring_ = on;
+  env_.mirror_probes(on);
+}
+
+bool IncumbentMachine::take_tally(const ProbeTally& t) {
+  if (t.evaluated < tally_.evaluated) return false;  // an older report
+  tally_ = t;
+  env_.probe_tally(tally_);
+  if (tally_.mismatched <= shadow_.max_mismatches) return false;
+  std::string why = "shadow probe mismatch: " + std::to_string(tally_.mismatched) + " of " +
+                    std::to_string(tally_.evaluated) +
+                    " probes evaluated by the successor answered differently (tolerated " +
+                    std::to_string(shadow_.max_mismatches) + ")";
+  if (!tally_.discrepancies.empty()) why += "; first: " + tally_.discrepancies.front();
+  abort(std::move(why));
+  return true;
+}
+
 void IncumbentMachine::freeze() {
+  mirror(false);  // probes served inside the freeze: none; those before it are counted
   t_.freeze_start_us = env_.now_us();
   t_.catchup_us = t_.freeze_start_us - phase_start_us_;
   frozen_ = true;
@@ -485,6 +547,7 @@ void IncumbentMachine::freeze() {
 }
 
 void IncumbentMachine::abort(std::string reason, bool tell_successor) {
+  mirror(false);
   if (tell_successor) (void)env_.send(Abort{reason}, {});
   // The successor must be dead before this process touches a handed fd again.
   env_.kill_successor();
@@ -508,6 +571,10 @@ void IncumbentMachine::abort(std::string reason, bool tell_successor) {
   rec.checkpoint_bytes = t_.checkpoint_bytes;
   rec.deltas = t_.deltas;
   rec.fds = t_.fds;
+  rec.probes_sent = t_.probes_sent;
+  rec.probes_evaluated = tally_.evaluated;
+  rec.probe_mismatches = tally_.mismatched;
+  rec.discrepancies = tally_.discrepancies;
   env_.log(std::string(rolling_back_ ? "rollback" : "upgrade") + " to generation " +
            std::to_string(generation_ + 1) + " aborted: " + reason);
   env_.timeline(rec);
@@ -557,7 +624,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   if (std::holds_alternative<CheckpointReady>(m) && phase_ == SuccessorPhase::kAwaitCheckpoint) {
     // The first sign of life of a restore: from here the incumbent expects one about every
     // 100 ms (env_.restore() sends them) and takes a silent successor for hung.
-    if (auto r = env_.send(Progress{0, 0}); !r.ok()) {
+    if (auto r = env_.send(Progress{0, 0, {}}); !r.ok()) {
       return fail("sending PROGRESS: " + r.error().to_string(), false);
     }
     auto restored = env_.restore(std::move(fds[0]));
@@ -589,7 +656,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
     }
     early_received_ += static_cast<uint32_t>(e->fds.size());
     // At once: the incumbent freezes only after this acknowledgement.
-    if (auto r = env_.send(Progress{applied_lsn_, early_received_}); !r.ok()) {
+    if (auto r = env_.send(Progress{applied_lsn_, early_received_, env_.probe_tally()}); !r.ok()) {
       return fail("sending PROGRESS: " + r.error().to_string(), false);
     }
     return tick();
@@ -697,7 +764,8 @@ void SuccessorMachine::tick() {
     const int64_t now = env_.now_us();
     if (!frozen_ && applied_lsn_ != reported_lsn_ && now - reported_at_us_ >= 1000) {
       // Lets the incumbent freeze only once little is left to replay.
-      if (auto r = env_.send(Progress{applied_lsn_, early_received_}); !r.ok()) {
+      if (auto r = env_.send(Progress{applied_lsn_, early_received_, env_.probe_tally()});
+          !r.ok()) {
         return fail("sending PROGRESS: " + r.error().to_string(), false);
       }
       reported_lsn_ = applied_lsn_;
@@ -725,7 +793,7 @@ void SuccessorMachine::maybe_prepare() {
     UniqueFd close_it(s.fd);
   }
   early_.clear();
-  Prepared p{applied_lsn_, static_cast<uint32_t>(sockets_.size())};
+  Prepared p{applied_lsn_, static_cast<uint32_t>(sockets_.size()), env_.probe_tally()};
   if (auto r = env_.send(p); !r.ok())
     return fail("sending PREPARED: " + r.error().to_string(), false);
   phase_ = SuccessorPhase::kPrepared;

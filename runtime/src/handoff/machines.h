@@ -43,6 +43,11 @@ struct TimelineRecord {
   uint32_t probation_ms = 0;  // the window the process that wrote this serves on probation
   /// A rollback's cause, for metrics only: "crashed", "unhealthy" or "requested".
   std::string cause;
+  /// Shadow verification: probes mirrored, evaluated by the receiver and mismatched, the
+  /// first discrepancies, and the digest's outcome ("" when none ran).
+  uint64_t probes_sent = 0, probes_evaluated = 0, probe_mismatches = 0;
+  std::vector<std::string> discrepancies;
+  std::string digest;
   /// One JSON object on one line, no trailing newline.
   std::string to_json() const;
 };
@@ -110,6 +115,15 @@ class IncumbentEnv {
   virtual Result<UniqueFd> spill_state(std::string_view state) { return baton::spill_state(state); }
   /// How an operator recognises socket `fd` (its peer's address), for error messages.
   virtual std::string describe_socket(int fd) { return baton::describe_socket(fd); }
+  // --- shadow verification
+  /// Mirror sampled reads into the stream (on from the end of the checkpoint to the
+  /// freeze, when the successor evaluates probes).
+  virtual void mirror_probes(bool on) { (void)on; }
+  virtual uint64_t probes_sent() { return 0; }
+  /// The successor's latest tally, for status output.
+  virtual void probe_tally(const ProbeTally& tally) { (void)tally; }
+  /// A fresh random key for the state digest at the cut.
+  virtual std::pair<uint64_t, uint64_t> new_digest_key() { return {0, 0}; }
 };
 
 class IncumbentMachine {
@@ -138,6 +152,9 @@ class IncumbentMachine {
   bool rolling_back() const { return rolling_back_; }
   /// The protocol version chosen at HELLO for the current or last upgrade.
   uint32_t protocol_version() const { return protocol_version_; }
+  /// Shadow verification's policy (RuntimeOptions::shadow): the successor's probes are
+  /// judged by it, and `digest` puts a digest key in COMMIT.
+  void set_shadow(const ShadowPolicy& policy) { shadow_ = policy; }
   /// A message from the successor.
   void on_message(const Message& m);
   /// The successor exited or closed the control channel.
@@ -153,6 +170,9 @@ class IncumbentMachine {
   // A deadline of the current phase has passed.
   bool overdue(int64_t now) const;
   void stream_failed(Error e);
+  // Takes the successor's probe tally; aborts (true) when it breaks the policy.
+  bool take_tally(const ProbeTally& t);
+  void mirror(bool on);
 
   IncumbentEnv& env_;
   uint64_t generation_;
@@ -177,6 +197,9 @@ class IncumbentMachine {
   uint32_t committed_probation_ms_ = 0;
   uint32_t protocol_version_ = kProtocolVersion;
   bool rolling_back_ = false;
+  ShadowPolicy shadow_;
+  bool mirroring_ = false;
+  ProbeTally tally_;
 };
 
 // ---------------------------------------------------------------- successor
@@ -212,6 +235,8 @@ class SuccessorEnv {
   virtual std::string stop_requested() { return ""; }
   /// The state a memfd of FD_BATCH carries (spill_state()'s file).
   virtual Result<std::string> read_state(UniqueFd fd) { return read_spilled_state(fd.get()); }
+  /// The shadow probes evaluated so far in the replay, for PROGRESS and PREPARED.
+  virtual ProbeTally probe_tally() { return {}; }
   /// FROZEN brought the incumbent's counters (Metrics::adopt()).
   virtual void adopt_metrics(const std::vector<std::pair<std::string, double>>& samples) {
     (void)samples;

@@ -15,7 +15,7 @@ namespace baton::handoff {
 
 /// The newest protocol this build speaks; bumped whenever a message or the phase order
 /// changes in a way an older peer must understand (docs/protocol.md, "Versions").
-inline constexpr uint32_t kProtocolVersion = 6;
+inline constexpr uint32_t kProtocolVersion = 7;
 /// The oldest protocol this build still speaks, so that an upgrade from, and a rollback
 /// to, a build of the previous version works. Version 5 added probation.
 inline constexpr uint32_t kMinProtocolVersion = 4;
@@ -23,6 +23,9 @@ inline constexpr uint32_t kMinProtocolVersion = 4;
 inline constexpr uint32_t kProbationProtocolVersion = 5;
 /// The first version in which a socket's state may travel in a memfd (HandedFd::state_fd).
 inline constexpr uint32_t kStateFdProtocolVersion = 6;
+/// The first version with shadow verification: probe records in the delta streams, probe
+/// tallies in PROGRESS and PREPARED, a digest key in COMMIT, and SHADOW.
+inline constexpr uint32_t kShadowProtocolVersion = 7;
 /// The largest control message accepted; fd batches are split below it, so one socket's
 /// state (FrozenSocket::state) can be up to about half of it.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
@@ -102,9 +105,19 @@ struct EarlyFds {
   bool operator==(const EarlyFds&) const = default;
 };
 
+/// Shadow probes evaluated by the receiving side of a stream (docs/protocol.md, "Shadow
+/// verification"), with the first few discrepancies, shortened.
+struct ProbeTally {
+  uint64_t evaluated = 0;
+  uint64_t mismatched = 0;
+  std::vector<std::string> discrepancies;
+  bool operator==(const ProbeTally&) const = default;
+};
+
 struct Prepared {
   uint64_t applied_lsn = 0;
   uint32_t fds_received = 0;
+  ProbeTally probes;  // protocol 7: every probe up to the final LSN
   bool operator==(const Prepared&) const = default;
 };
 
@@ -118,6 +131,7 @@ struct Timings {
   uint64_t checkpoint_bytes = 0;
   uint64_t deltas = 0;
   uint64_t fds = 0;
+  uint64_t probes_sent = 0;  // shadow probes mirrored into the stream
   bool operator==(const Timings&) const = default;
 };
 
@@ -127,6 +141,8 @@ struct Commit {
   /// Probation (protocol 5): the window during which this process stands by; 0 = none,
   /// the sender exits once the receiver serves.
   uint32_t probation_ms = 0;
+  /// Protocol 7, with probation: the key of the state digest at the cut (both 0: none).
+  uint64_t digest_k0 = 0, digest_k1 = 0;
   bool operator==(const Commit&) const = default;
 };
 
@@ -167,12 +183,34 @@ struct Promote {
 struct Progress {
   uint64_t applied_lsn = 0;
   uint32_t early_fds = 0;
+  ProbeTally probes;  // protocol 7
 
   bool operator==(const Progress&) const = default;
 };
 
-using Message = std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared,
-                             Commit, Abort, Serving, Progress, EarlyFds, Rollback, Promote>;
+/// One section's state digest at the cut, hashed as schema version `version`.
+struct SectionDigest {
+  std::string name;
+  uint32_t version = 0;
+  uint64_t sum = 0;
+  uint64_t entries = 0;
+  bool operator==(const SectionDigest&) const = default;
+};
+
+/// Protocol 7, standby -> successor during probation: the reverse probes it evaluated,
+/// its verdict on them (non-empty: roll back, and why), and, once computed, its digest of
+/// every section at the cut.
+struct ShadowReport {
+  ProbeTally probes;
+  std::string verdict;
+  bool digest_done = false;
+  std::vector<SectionDigest> digests;
+  bool operator==(const ShadowReport&) const = default;
+};
+
+using Message =
+    std::variant<Hello, Welcome, CheckpointReady, Restored, Frozen, FdBatch, Prepared, Commit,
+                 Abort, Serving, Progress, EarlyFds, Rollback, Promote, ShadowReport>;
 
 /// "HELLO", "WELCOME", ... for logs and errors.
 std::string_view message_name(const Message& m);

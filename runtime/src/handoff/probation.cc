@@ -87,11 +87,17 @@ void ProbationMachine::after_handoff() {
 }
 
 void ProbationMachine::on_message(const Message& m) {
+  const auto* shadow = std::get_if<ShadowReport>(&m);
   if (phase_ == ProbationPhase::kRollingBack) {
+    if (shadow != nullptr) return;  // the standby's last report, sent before ROLLBACK reached it
     handoff_->on_message(m);
     return after_handoff();
   }
   if (phase_ == ProbationPhase::kOver) return;
+  if (shadow != nullptr) {
+    if (std::string why = env_.on_shadow(*shadow); !why.empty()) (void)rollback(why);
+    return;
+  }
   if (const auto* a = std::get_if<Abort>(&m)) {
     return over("the standby gave up: " + a->reason + "; no rollback is possible now", false);
   }

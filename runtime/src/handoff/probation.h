@@ -39,6 +39,9 @@ class ProbationEnv : public IncumbentEnv {
   /// Probation is over and the successor keeps serving: send PROMOTE with `reason`, stop
   /// the reverse stream and close the link to the standby.
   virtual void end_probation(std::string_view reason, bool tell_standby) = 0;
+  /// SHADOW from the standby: its reverse probes and digest. Returns why to roll back
+  /// ("" to go on).
+  virtual std::string on_shadow(const ShadowReport& report) { return report.verdict; }
 };
 
 class ProbationMachine {

@@ -19,6 +19,16 @@ OnProbation::OnProbation(Host& host, ProbationStart start)
       machine_(*this, host.generation, int64_t{start.probation_ms} * 1000, host.options.lag,
                host.options.timeouts) {
   machine_.set_peer_protocol(start.protocol_version);
+  // Shadow verification during probation: reverse probes for the standby to evaluate, and
+  // the digest of the state as it is now, at the cut, before the server serves a request.
+  host_.shadow.reset();
+  host_.shadow.mirror(start.protocol_version >= handoff::kShadowProtocolVersion);
+  if (start.digest_key.k0 != 0 || start.digest_key.k1 != 0) {
+    if (auto d = host_.shadow.digest_begin(host_.registry, start.digest_key); !d.ok()) {
+      host_.shadow.digest_outcome = "not computed: " + d.error().message();
+      host_.say("state digest at the cut: " + d.error().to_string());
+    }
+  }
   Result<void> r = stream_ ? stream_->send_from(host_.registry.log())
                            : Error(ErrorKind::kState, "no reverse stream");
   if (r.ok()) r = host_.watch(control_.fd());
@@ -52,8 +62,30 @@ void OnProbation::tick() {
     if (auto r = send_accepted(); !r.ok()) {
       machine_.on_standby_gone("sending accepted sockets: " + r.error().to_string());
     }
+    if (host_.shadow.digest_running() && host_.shadow.digest_step()) {
+      host_.say("state digest at the cut " + host_.shadow.digest_outcome);
+      if (std::string why = compare_digests(); !why.empty()) (void)machine_.rollback(why);
+    }
   }
   machine_.tick();
+}
+
+std::string OnProbation::on_shadow(const handoff::ShadowReport& report) {
+  host_.shadow.set_tally(report.probes);  // the standby evaluates this process's probes
+  if (report.digest_done && !standby_digests_) standby_digests_ = report.digests;
+  if (!report.verdict.empty()) return report.verdict;
+  return compare_digests();
+}
+
+std::string OnProbation::compare_digests() {
+  if (digest_compared_ || !standby_digests_ || host_.shadow.digest_running() ||
+      host_.shadow.digests().empty()) {
+    return "";
+  }
+  digest_compared_ = true;
+  std::string why = host_.shadow.digest_compare(*standby_digests_, "the standby");
+  host_.say("state digest at the cut: " + host_.shadow.digest_outcome);
+  return why;
 }
 
 bool OnProbation::writes_durable() {
@@ -120,12 +152,19 @@ void OnProbation::end_probation(std::string_view reason, bool tell_standby) {
   rec.outcome = "promoted";
   rec.reason = std::string(reason);
   rec.total_us = monotonic_us() - started_us_;
+  rec.probes_sent = host_.shadow.sent();
+  rec.probes_evaluated = host_.shadow.tally().evaluated;
+  rec.probe_mismatches = host_.shadow.tally().mismatched;
+  rec.discrepancies = host_.shadow.tally().discrepancies;
+  rec.digest = host_.shadow.digest_outcome;
   host_.say("probation of generation " + std::to_string(host_.generation) +
             " over: " + std::string(reason));
   host_.write_timeline(rec);
 }
 
 void OnProbation::drop_link() {
+  host_.shadow.mirror(false);
+  host_.shadow.digest_abandon();
   if (control_.open()) host_.unwatch(control_.fd());
   control_.close();
   stream_.reset();

@@ -311,8 +311,22 @@ class Runtime::Impl {
            "\",\"phase\":\"" + phase() +
            "\",\"probation_left_ms\":" + std::to_string(probation_remaining_ms()) +
            ",\"reverse_lag_bytes\":" + std::to_string(probation_ ? probation_->lag_bytes() : 0) +
-           ",\"last_abort\":\"" + handoff::json_escape(last_abort) + "\",\"last_upgrade\":" +
+           ",\"last_abort\":\"" + handoff::json_escape(last_abort) +
+           "\",\"shadow\":" + shadow_json() + ",\"last_upgrade\":" +
            (host_.last_timeline.empty() ? std::string("null") : host_.last_timeline) + "}";
+  }
+
+  std::string shadow_json() const {
+    const ShadowStats s = shadow_stats();
+    return "{\"probes_sent\":" + std::to_string(s.probes_sent) +
+           ",\"probes_evaluated\":" + std::to_string(s.probes_evaluated) +
+           ",\"probe_mismatches\":" + std::to_string(s.probe_mismatches) + ",\"digest\":\"" +
+           handoff::json_escape(s.digest) + "\"}";
+  }
+
+  ShadowStats shadow_stats() const {
+    const Shadow& sh = host_.shadow;
+    return {sh.sent(), sh.tally().evaluated, sh.tally().mismatched, sh.digest_outcome};
   }
 
   // ---------------------------------------------------------------- status
@@ -448,6 +462,12 @@ void Runtime::report_unhealthy(std::string reason) {
   if (impl_->probation_) impl_->probation_->report_unhealthy(std::move(reason));
 }
 Result<void> Runtime::promote() { return impl_->promote(); }
+void Runtime::set_shadow_reads(ShadowReads* reads) { impl_->host_.shadow.reads = reads; }
+bool Runtime::shadow_sample() { return BATON_UNLIKELY(impl_->host_.shadow.sample()); }
+void Runtime::shadow_probe(std::string_view request, std::string_view reply) {
+  impl_->host_.shadow.probe(impl_->host_.registry.log(), request, reply);
+}
+ShadowStats Runtime::shadow_stats() const { return impl_->shadow_stats(); }
 Result<void> Runtime::rollback(std::string reason) { return impl_->rollback(std::move(reason)); }
 
 }  // namespace baton

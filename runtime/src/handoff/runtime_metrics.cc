@@ -1,5 +1,6 @@
 // RuntimeMetrics (host.h): the runtime's series, counted from the timeline records every
 // role writes, so that metrics, the event log and `batonctl status` never disagree.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -24,13 +25,27 @@ Result<void> RuntimeMetrics::init(Metrics& m, const uint64_t* generation) {
                          m.counter("baton_upgrades_total", upgrades, {{"outcome", "aborted"}}));
   const char* const rollbacks =
       "rollbacks to the previous version during probation, by cause: the successor crashed, "
-      "failed its health check, or an operator asked";
+      "failed its health check, answered differently from the standby (shadow probes or the "
+      "state digest), or an operator asked";
   BATON_ASSIGN_OR_RETURN(rollbacks_crashed,
                          m.counter("baton_rollbacks_total", rollbacks, {{"reason", "crashed"}}));
   BATON_ASSIGN_OR_RETURN(rollbacks_unhealthy,
                          m.counter("baton_rollbacks_total", rollbacks, {{"reason", "unhealthy"}}));
   BATON_ASSIGN_OR_RETURN(rollbacks_requested,
                          m.counter("baton_rollbacks_total", rollbacks, {{"reason", "requested"}}));
+  BATON_ASSIGN_OR_RETURN(rollbacks_mismatch,
+                         m.counter("baton_rollbacks_total", rollbacks, {{"reason", "mismatch"}}));
+  const char* const probes =
+      "shadow probes evaluated by the process receiving a stream, by result (the timeline's)";
+  BATON_ASSIGN_OR_RETURN(probes_matched,
+                         m.counter("baton_shadow_probes_total", probes, {{"result", "matched"}}));
+  BATON_ASSIGN_OR_RETURN(probes_mismatched, m.counter("baton_shadow_probes_total", probes,
+                                                      {{"result", "mismatched"}}));
+  const char* const digests = "state digests compared at the cut during probation, by outcome";
+  BATON_ASSIGN_OR_RETURN(digests_agreed,
+                         m.counter("baton_state_digests_total", digests, {{"outcome", "agreed"}}));
+  BATON_ASSIGN_OR_RETURN(digests_mismatched, m.counter("baton_state_digests_total", digests,
+                                                       {{"outcome", "mismatch"}}));
   BATON_ASSIGN_OR_RETURN(promotions, m.counter("baton_promotions_total",
                                                "probations that ended with the new version kept"));
   BATON_ASSIGN_OR_RETURN(checkpoint_bytes,
@@ -57,6 +72,13 @@ Result<void> RuntimeMetrics::init(Metrics& m, const uint64_t* generation) {
 
 void RuntimeMetrics::record(const handoff::TimelineRecord& r) {
   if (committed == nullptr) return;
+  probes_matched->inc(r.probes_evaluated - std::min(r.probes_evaluated, r.probe_mismatches));
+  probes_mismatched->inc(r.probe_mismatches);
+  // The successor compares the digests; the standby's record repeats its outcome.
+  if (r.outcome == "promoted" || (r.outcome == "rolled back" && r.cause == "mismatch")) {
+    if (r.digest.rfind("agreed", 0) == 0) digests_agreed->inc();
+    if (r.digest.rfind("mismatch", 0) == 0) digests_mismatched->inc();
+  }
   if (r.outcome == "aborted") {
     aborted->inc();
   } else if (r.outcome == "promoted") {
@@ -64,6 +86,7 @@ void RuntimeMetrics::record(const handoff::TimelineRecord& r) {
   } else if (r.outcome == "rolled back") {
     (r.cause == "crashed"     ? rollbacks_crashed
      : r.cause == "unhealthy" ? rollbacks_unhealthy
+     : r.cause == "mismatch"  ? rollbacks_mismatch
                               : rollbacks_requested)
         ->inc();
   } else if (r.outcome == "committed") {

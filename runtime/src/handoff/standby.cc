@@ -18,7 +18,17 @@ Standby::Standby(Host& host, StandbyStart start)
                host.options.timeouts),
       started_us_(monotonic_us()) {
   for (auto& [fd, tag] : start.held) hold(std::move(fd), tag);
+  host_.shadow.reset();
+  host_.shadow.sender = "the successor";
+  host_.shadow.evaluator = "the standby";
   Result<void> r = follow(start.serving);
+  if (r.ok() && (start.digest_key.k0 != 0 || start.digest_key.k1 != 0)) {
+    // The state is the cut's until the first reverse frame: the digest starts here.
+    if (auto d = host_.shadow.digest_begin(host_.registry, start.digest_key); !d.ok()) {
+      host_.shadow.digest_outcome = "not computed: " + d.error().message();
+      host_.say("state digest at the cut: " + d.error().to_string());
+    }
+  }
   if (r.ok()) r = host_.watch(control_.fd());
   // Not the stream: a wake-up per frame (one per loop turn of a busy successor) cost the
   // successor's clients CPU on two cores; service() every millisecond reads it in batches.
@@ -57,8 +67,48 @@ Result<void> Standby::follow(const handoff::Serving& serving) {
     BATON_TRY(s->set_peer_version(v.version));
     by_peer_id.push_back(s);
   }
-  stream_->receive_into(DeltaReplayer(std::move(by_peer_id), serving.reverse_start_lsn));
+  DeltaReplayer replayer(std::move(by_peer_id), serving.reverse_start_lsn);
+  // Reverse probes: the old version evaluates the new one's reads at their place.
+  replayer.on_probe([this](const DeltaView& d) { host_.shadow.evaluate(d); });
+  stream_->receive_into(std::move(replayer));
   return ok();
+}
+
+void Standby::tick() {
+  machine_.tick();
+  if (machine_.phase() != handoff::StandbyPhase::kStandingBy) return;
+  if (host_.shadow.digest_running() && host_.shadow.digest_step()) {
+    host_.say("state digest at the cut " + host_.shadow.digest_outcome);
+  }
+  report_shadow();
+}
+
+// SHADOW to the successor: at once for a new mismatch, a verdict or a finished digest,
+// else at most every 100 ms while probes come in.
+void Standby::report_shadow() {
+  if (!control_.open()) return;
+  const handoff::ProbeTally& t = host_.shadow.tally();
+  const std::string verdict = verdict_sent_ ? "" : host_.shadow.verdict("the standby");
+  const bool digest_ready =
+      !digest_sent_ && !host_.shadow.digest_running() && !host_.shadow.digests().empty();
+  const int64_t now = monotonic_us();
+  const bool news = t.evaluated != reported_evaluated_ &&
+                    (now - reported_at_us_ >= 100'000 || t.mismatched != reported_mismatched_);
+  if (verdict.empty() && !digest_ready && !news) return;
+  handoff::ShadowReport r{t, verdict, digest_ready, {}};
+  if (digest_ready) r.digests = host_.shadow.digests();
+  if (auto s = control_.send(r); !s.ok()) {
+    host_.say("reporting shadow probes to the successor: " + s.error().to_string());
+    return;
+  }
+  if (!verdict.empty()) {
+    verdict_sent_ = true;
+    host_.say("asking the successor to roll back: " + verdict);
+  }
+  digest_sent_ = digest_sent_ || digest_ready;
+  reported_evaluated_ = t.evaluated;
+  reported_mismatched_ = t.mismatched;
+  reported_at_us_ = now;
 }
 
 bool Standby::on_fd(int fd) {
@@ -195,8 +245,18 @@ void Standby::resume(std::vector<InheritedSocket> sockets, handoff::TimelineReco
   if (record.blackout_us) record.blackout_us = now - record.blackout_us;
   if (record.reason.empty()) record.reason = machine_.rollback_reason();
   if (record.cause.empty()) {
-    record.cause = record.reason.rfind("health check failed", 0) == 0 ? "unhealthy" : "requested";
+    const auto starts = [&](const char* p) { return record.reason.rfind(p, 0) == 0; };
+    record.cause = starts("health check failed")     ? "unhealthy"
+                   : starts("shadow probe mismatch") ? "mismatch"
+                   : starts("state digest mismatch") ? "mismatch"
+                                                     : "requested";
   }
+  record.probes_evaluated = host_.shadow.tally().evaluated;
+  record.probe_mismatches = host_.shadow.tally().mismatched;
+  record.discrepancies = host_.shadow.tally().discrepancies;
+  record.digest = record.reason.rfind("state digest mismatch", 0) == 0
+                      ? "mismatch: " + record.reason
+                      : host_.shadow.digest_outcome;
   host_.announce_serving();
   host_.say("generation " + std::to_string(host_.generation) + " serves again: " + record.reason);
   host_.write_timeline(record);

@@ -28,7 +28,7 @@ class Standby final : public handoff::StandbyEnv {
   /// Serving again after a rollback: the runtime makes this process an incumbent.
   bool serving() const { return machine_.phase() == handoff::StandbyPhase::kServing; }
   bool on_fd(int fd);
-  void tick() { machine_.tick(); }
+  void tick();
   pid_t successor_pid() const { return successor_pid_; }
   /// The successor's pidfd, for reaping it once it has handed back and exits.
   UniqueFd take_pidfd() {
@@ -81,6 +81,12 @@ class Standby final : public handoff::StandbyEnv {
   std::unordered_map<int, Held> held_;  // by fd number
   int64_t started_us_;
   int64_t successor_gone_at_us_ = 0;
+  // Shadow verification: what the last SHADOW told the successor.
+  uint64_t reported_evaluated_ = 0, reported_mismatched_ = 0;
+  int64_t reported_at_us_ = 0;
+  bool verdict_sent_ = false;
+  bool digest_sent_ = false;
+  void report_shadow();
 };
 
 }  // namespace baton

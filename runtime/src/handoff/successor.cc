@@ -105,11 +105,14 @@ Result<handoff::Restored> Successor::restore(UniqueFd fd) {
     const int64_t now = monotonic_us();
     if (now - reported_us < 100'000) return;
     reported_us = now;
-    (void)control_.send(handoff::Progress{0, 0});  // a lost report only shortens the leash
+    (void)control_.send(handoff::Progress{0, 0, {}});  // a lost report only shortens the leash
   };
   BATON_ASSIGN_OR_RETURN(RestoreResult r, restore_checkpoint(fd.get(), host_.registry, options));
   for (const std::string& note : r.notes) host_.say(note);
-  stream_->receive_into(DeltaReplayer(r));
+  DeltaReplayer replayer(r);
+  // Shadow probes, evaluated at their place in the replay (docs/protocol.md).
+  replayer.on_probe([this](const DeltaView& d) { host_.shadow.evaluate(d); });
+  stream_->receive_into(std::move(replayer));
   BATON_TRY(host_.failpoints.hit("successor.after_restore"));
   return handoff::Restored{r.records, r.elapsed_us};
 }
@@ -148,8 +151,13 @@ void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff
   r.checkpoint_bytes = t.checkpoint_bytes;
   r.deltas = t.deltas;
   r.fds = sockets.size();
+  r.probes_sent = t.probes_sent;
+  r.probes_evaluated = host_.shadow.tally().evaluated;
+  r.probe_mismatches = host_.shadow.tally().mismatched;
+  r.discrepancies = host_.shadow.tally().discrepancies;
   if (commit.probation_ms != 0 && !incumbent_gone) {
     ProbationStart& p = probation_start_.emplace();
+    p.digest_key = {commit.digest_k0, commit.digest_k1};
     p.control = std::move(control_);
     stream_->receive_into(DeltaReplayer(std::vector<Section*>{}, 0));  // nothing comes this way
     p.stream = std::move(stream_);

@@ -21,6 +21,7 @@ struct ProbationStart {
   std::optional<DeltaChannel> stream;
   uint32_t probation_ms = 0;
   uint32_t protocol_version = 0;  // chosen at HELLO: what a rollback to the standby speaks
+  DigestKey digest_key;           // COMMIT's; both 0: no digest at the cut
 };
 
 class Successor final : public handoff::SuccessorEnv {
@@ -54,6 +55,7 @@ class Successor final : public handoff::SuccessorEnv {
   void adopt_metrics(const std::vector<std::pair<std::string, double>>& samples) override {
     host_.metrics.adopt(samples);
   }
+  handoff::ProbeTally probe_tally() override { return host_.shadow.tally(); }
 
  private:
   Host& host_;
