@@ -3,6 +3,8 @@
 // incumbent's side of version negotiation and of COMMIT's probation window.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "fake_envs.h"
 #include "handoff/probation.h"
 
@@ -14,7 +16,9 @@ class FakeProbation : public FakeIncumbentOf<ProbationEnv> {
   std::string unhealthy;
   std::vector<std::string> ended;  // reasons end_probation() was given
   bool told_standby = false;
+  bool pending = false;  // a state digest comparison still to come
   std::string health() override { return unhealthy; }
+  bool verdict_pending() override { return pending; }
   void end_probation(std::string_view reason, bool tell) override {
     ended.emplace_back(reason);
     told_standby = tell;
@@ -150,6 +154,36 @@ TEST(ProbationMachine, TheWindowEndsInPromoteAndTellsTheStandby) {
   EXPECT_EQ(p.remaining_us(), 0);
   EXPECT_FALSE(p.promote("again").ok()) << "once over, nothing more to end";
   EXPECT_FALSE(p.rollback("too late").ok());
+}
+
+TEST(ProbationMachine, TheWindowWaitsForAPendingDigestVerdictButNotForever) {
+  FakeProbation env;
+  env.pending = true;
+  ProbationMachine p(env, 2, kWindowUs, {}, {});
+  env.now += kWindowUs;
+  p.tick();
+  EXPECT_EQ(p.phase(), ProbationPhase::kOn) << "held open for the digests";
+  EXPECT_EQ(p.remaining_us(), 0);
+  EXPECT_TRUE(env.ended.empty());
+  EXPECT_EQ(std::count(env.logs.begin(), env.logs.end(),
+                       "probation window ended; held open for the state digest comparison"),
+            1);
+  env.pending = false;  // the comparison came (and agreed)
+  p.tick();
+  EXPECT_EQ(p.phase(), ProbationPhase::kOver);
+  EXPECT_EQ(env.ended, std::vector<std::string>{"probation window ended"});
+
+  FakeProbation never;  // a standby whose digest never arrives
+  never.pending = true;
+  ProbationMachine q(never, 2, kWindowUs, {}, {});
+  never.now += kWindowUs + kVerdictGraceUs - 1;
+  q.tick();
+  EXPECT_EQ(q.phase(), ProbationPhase::kOn);
+  never.now += 1;
+  q.tick();
+  EXPECT_EQ(q.phase(), ProbationPhase::kOver) << "bounded: kVerdictGraceUs past the window";
+  EXPECT_EQ(never.ended, std::vector<std::string>{"probation window ended"});
+  EXPECT_LT(kVerdictGraceUs, kStandbyGraceUs) << "the standby must still be there";
 }
 
 TEST(ProbationMachine, PromoteEndsItEarly) {

@@ -129,14 +129,19 @@ class Kvd : private BinDir, public ServerProcess {
     return events().back().find("\"outcome\":\"promoted\"") != std::string::npos ? next : 0;
   }
   // As upgrade_to(), leaving the new process on probation.
-  pid_t upgrade_on_probation(const std::string& binary) {
+  // Installs `binary` and sends SIGUSR2, nothing more: for an upgrade whose probation may
+  // end (a rollback) before its pid could be read.
+  bool signal_upgrade(const std::string& binary) {
     fs::copy_file(binary, bin_dir_ + "/kvd.new", fs::copy_options::overwrite_existing);
     fs::rename(bin_dir_ + "/kvd.new", bin_dir_ + "/kvd");
+    return ::kill(serving_pid(), SIGUSR2) == 0;
+  }
+  pid_t upgrade_on_probation(const std::string& binary) {
     const pid_t before = serving_pid();
     const size_t events_before = events().size();
-    if (::kill(before, SIGUSR2) != 0) return 0;
+    if (!signal_upgrade(binary)) return 0;
     if (!eventually([&] { return events().size() > events_before; }, 60)) return 0;
-    const std::string e = events().back();
+    const std::string e = events()[events_before];
     if (e.find("\"outcome\":\"committed\"") == std::string::npos) return 0;
     eventually([&] { return serving_pid() != before; }, 5);
     return serving_pid() != before ? serving_pid() : 0;

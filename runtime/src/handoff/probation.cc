@@ -138,7 +138,15 @@ void ProbationMachine::tick() {
       return;
     }
   }
-  if (now >= ends_at_us_) over("probation window ended", true);
+  if (now < ends_at_us_) return;
+  // A window that ended before the digests were compared would promote an upgrade the
+  // digest exists to catch: hold it open, bounded, and say so.
+  if (env_.verdict_pending() && now < ends_at_us_ + kVerdictGraceUs) {
+    if (!held_) env_.log("probation window ended; held open for the state digest comparison");
+    held_ = true;
+    return;
+  }
+  over("probation window ended", true);
 }
 
 void ProbationMachine::over(std::string reason, bool tell_standby) {

@@ -23,6 +23,9 @@ namespace baton::handoff {
 inline constexpr int64_t kHealthIntervalUs = 100'000;
 /// A standby that hears nothing past the end of its window plus this exits on its own.
 inline constexpr int64_t kStandbyGraceUs = 10'000'000;
+/// How long past its end a window is held open for a verdict still on its way (the state
+/// digest at the cut); well inside kStandbyGraceUs, so the standby is still there.
+inline constexpr int64_t kVerdictGraceUs = 5'000'000;
 
 // ---------------------------------------------------------------- successor side
 
@@ -42,6 +45,9 @@ class ProbationEnv : public IncumbentEnv {
   /// SHADOW from the standby: its reverse probes and digest. Returns why to roll back
   /// ("" to go on).
   virtual std::string on_shadow(const ShadowReport& report) { return report.verdict; }
+  /// A verdict that only needs time is still coming (both state digests, compared): the
+  /// window's end waits for it, at most kVerdictGraceUs.
+  virtual bool verdict_pending() { return false; }
 };
 
 class ProbationMachine {
@@ -82,6 +88,7 @@ class ProbationMachine {
   uint64_t generation_;
   ProbationPhase phase_ = ProbationPhase::kOn;
   int64_t ends_at_us_;
+  bool held_ = false;  // the window ended and waits for a verdict
   int64_t next_health_us_;
   std::string outcome_;
   std::optional<IncumbentMachine> handoff_;

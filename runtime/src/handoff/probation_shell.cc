@@ -27,6 +27,8 @@ OnProbation::OnProbation(Host& host, ProbationStart start)
     if (auto d = host_.shadow.digest_begin(host_.registry, start.digest_key); !d.ok()) {
       host_.shadow.digest_outcome = "not computed: " + d.error().message();
       host_.say("state digest at the cut: " + d.error().to_string());
+    } else {
+      digest_wanted_ = true;
     }
   }
   Result<void> r = stream_ ? stream_->send_from(host_.registry.log())
@@ -76,6 +78,8 @@ std::string OnProbation::on_shadow(const handoff::ShadowReport& report) {
   if (!report.verdict.empty()) return report.verdict;
   return compare_digests();
 }
+
+bool OnProbation::verdict_pending() { return digest_wanted_ && !digest_compared_; }
 
 std::string OnProbation::compare_digests() {
   if (digest_compared_ || !standby_digests_ || host_.shadow.digest_running() ||
@@ -145,6 +149,12 @@ void OnProbation::end_probation(std::string_view reason, bool tell_standby) {
     if (auto r = control_.send(handoff::Promote{std::string(reason)}); !r.ok()) {
       host_.say("telling the standby to exit: " + r.error().to_string());
     }
+  }
+  if (digest_wanted_ && !digest_compared_ && !host_.shadow.digest_running()) {
+    host_.shadow.digest_outcome =
+        "not compared: the standby's digest did not arrive before "
+        "probation ended (this process's: " +
+        host_.shadow.digest_outcome + ")";
   }
   drop_link();
   handoff::TimelineRecord rec;

@@ -39,6 +39,7 @@ class OnProbation final : public handoff::ProbationEnv {
   std::string health() override;
   void end_probation(std::string_view reason, bool tell_standby) override;
   std::string on_shadow(const handoff::ShadowReport& report) override;
+  bool verdict_pending() override;
 
   // --- handoff::IncumbentEnv: the planned rollback. Its "successor" is the standby.
   int64_t now_us() override { return monotonic_us(); }
@@ -87,6 +88,7 @@ class OnProbation final : public handoff::ProbationEnv {
   int64_t freeze_deadline_us_ = 0;  // while frozen for a rollback (see Incumbent)
   // The standby's digest at the cut, once it sent it; compared when ours is done too.
   std::optional<std::vector<handoff::SectionDigest>> standby_digests_;
+  bool digest_wanted_ = false;  // COMMIT carried a key and this side's digest began
   bool digest_compared_ = false;
   // Compares the digests once both are there: why to roll back, or "".
   std::string compare_digests();
