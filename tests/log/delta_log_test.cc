@@ -45,6 +45,26 @@ TEST(DeltaLog, AssignsConsecutiveLsnsAfterL0AndFramesThem) {
   EXPECT_EQ(log.begin_capture(), l0 + 4);
 }
 
+TEST(DeltaLog, ProbesTakeLsnsButAreNotPendingWrites) {
+  DeltaLog log;
+  const uint64_t l0 = log.begin_capture();
+  log.append_probe("GET a", "$-1");
+  log.append_probe("GET b", "$-1");
+  EXPECT_EQ(log.pending_count(), 2u);
+  EXPECT_EQ(log.pending_writes(), 0u) << "no reply waits for a probe";
+  log.append(0, 1, "a", {"x"});
+  EXPECT_EQ(log.pending_writes(), 1u);
+  // One frame, in LSN order: a probe deferred keeps its place before later writes.
+  EXPECT_EQ(decode_keys(log.take_frame()),
+            (std::vector<std::string>{std::to_string(l0 + 1) + ":GET a:1",
+                                      std::to_string(l0 + 2) + ":GET b:1",
+                                      std::to_string(l0 + 3) + ":a:1"}));
+  EXPECT_EQ(log.pending_writes(), 0u);
+  log.append(0, 1, "b", {});
+  log.end_capture();
+  EXPECT_EQ(log.pending_writes(), 0u);
+}
+
 TEST(DeltaLog, OverflowFreesMemoryAndIsReported) {
   DeltaLog log(1024);
   log.begin_capture();

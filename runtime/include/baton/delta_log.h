@@ -65,6 +65,8 @@ class DeltaLog {
   uint64_t last_lsn() const { return last_lsn_; }
   size_t pending_bytes() const { return pending_.size(); }
   uint64_t pending_count() const { return pending_count_; }
+  /// Pending records that are mutations, not probes: what a durable reply waits for.
+  uint64_t pending_writes() const { return pending_writes_; }
   /// True once pending bytes passed the limit; the capture is then incomplete and the
   /// upgrade must abort. Cleared by end_capture().
   bool overflowed() const { return overflowed_; }
@@ -80,6 +82,7 @@ class DeltaLog {
   uint64_t last_lsn_ = 0;
   uint64_t pending_first_lsn_ = 0;
   uint64_t pending_count_ = 0;
+  uint64_t pending_writes_ = 0;
   std::string pending_;
 };
 

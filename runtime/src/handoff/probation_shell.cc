@@ -100,6 +100,9 @@ bool OnProbation::writes_durable() {
     machine_.on_standby_gone("sending accepted sockets: " + r.error().to_string());
     return true;
   }
+  // Only probes pending: no reply waits for them. They go with the next write's frame or
+  // at the next tick, batched, instead of a sendmsg and a standby wake-up per loop turn.
+  if (stream_->writes_drained()) return true;
   if (auto r = stream_->pump(); !r.ok()) {
     machine_.on_standby_gone("the reverse delta stream failed: " + r.error().to_string());
     return true;  // probation is over: nothing more to wait for

@@ -62,6 +62,7 @@ uint32_t frame_checksum(const char* header, std::string_view payload) {
 uint64_t DeltaLog::begin_capture() {
   pending_.clear();
   pending_count_ = 0;
+  pending_writes_ = 0;
   overflowed_ = false;
   capturing_ = true;
   pending_first_lsn_ = last_lsn_ + 1;
@@ -74,6 +75,7 @@ void DeltaLog::end_capture() {
   pending_.clear();
   pending_.shrink_to_fit();
   pending_count_ = 0;
+  pending_writes_ = 0;
 }
 
 void DeltaLog::append(uint16_t section, uint8_t op, std::string_view key,
@@ -98,12 +100,14 @@ void DeltaLog::append(uint16_t section, uint8_t op, std::string_view key,
     pending_.append(a);
   }
   ++pending_count_;
+  if (section != kProbeSection) ++pending_writes_;
   if (pending_.size() > limit_bytes_) {
     // The capture can no longer be complete; free the memory now and let the upgrade abort.
     overflowed_ = true;
     pending_.clear();
     pending_.shrink_to_fit();
     pending_count_ = 0;
+    pending_writes_ = 0;
   }
 }
 
@@ -122,6 +126,7 @@ std::string DeltaLog::take_frame() {
   frame += pending_;
   pending_.clear();
   pending_count_ = 0;
+  pending_writes_ = 0;
   pending_first_lsn_ = last_lsn_ + 1;
   return frame;
 }

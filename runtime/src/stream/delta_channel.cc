@@ -53,6 +53,10 @@ bool DeltaChannel::drained() const {
   return (log_ == nullptr || log_->pending_count() == 0) && (!sender_ || sender_->idle());
 }
 
+bool DeltaChannel::writes_drained() const {
+  return (log_ == nullptr || log_->pending_writes() == 0) && (!sender_ || sender_->idle());
+}
+
 void DeltaChannel::receive_into(DeltaReplayer replayer) {
   replayer_.emplace(std::move(replayer));
   inbox_.clear();

@@ -41,6 +41,8 @@ class DeltaChannel {
   /// True when every delta captured so far is in the kernel's socket buffer: the peer
   /// will read it even if this process dies now.
   bool drained() const;
+  /// As drained(), for mutations only: pending probes may wait for the next pump.
+  bool writes_drained() const;
   /// Stops the sending end (a write in flight is waited for); the socket stays.
   void stop_sending() {
     sender_.reset();
