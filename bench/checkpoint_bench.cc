@@ -17,21 +17,6 @@ constexpr int64_t k1GiB = int64_t{1} << 30;
 
 using Clock = std::chrono::steady_clock;
 
-// Seconds to memcpy `bytes` from the heap into a segment created for it, faults
-// included. Measured inside each checkpoint/restore iteration, back to back with it, so
-// the ratio holds even when the machine's page-fault cost drifts between runs (on a VM
-// with free-page reporting it does, by 3x or more).
-double memcpy_fresh_seconds(size_t bytes) {
-  static std::vector<char> src;
-  if (src.size() < bytes) src.assign(bytes, 'x');
-  auto seg = ShmSegment::create(bytes, PagePolicy::kAuto, "baton-bench");
-  if (!seg.ok()) return 0;
-  auto t0 = Clock::now();
-  std::memcpy((*seg)->data(), src.data(), bytes);
-  benchmark::ClobberMemory();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 // memcpy of N bytes from the heap into a segment created for it: faults included, the
 // same page kind the checkpoint gets.
 void BM_MemcpyToFreshSegment(benchmark::State& st) {

@@ -1,9 +1,15 @@
 // Builds benchmark state once per size.
 #include "state_fixture.h"
 
+#include <benchmark/benchmark.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include "checkpoint/segment.h"
 
 namespace baton::bench {
 
@@ -24,6 +30,17 @@ State& state_of(uint64_t bytes) {
   }
   cached_bytes = bytes;
   return *cached;
+}
+
+double memcpy_fresh_seconds(size_t bytes) {
+  static std::vector<char> src;
+  if (src.size() < bytes) src.assign(bytes, 'x');
+  auto seg = ShmSegment::create(bytes, PagePolicy::kAuto, "baton-bench");
+  if (!seg.ok()) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::memcpy((*seg)->data(), src.data(), bytes);
+  benchmark::ClobberMemory();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace baton::bench

@@ -22,4 +22,11 @@ struct State {
 /// at a time, to bound memory.
 State& state_of(uint64_t bytes);
 
+/// Seconds to memcpy `bytes` from the heap into a segment created for it, faults
+/// included: the yardstick the checkpoint, restore and digest benchmarks divide by. Taken
+/// inside each iteration, back to back with what it measures, so the ratio holds even
+/// when the machine's page-fault cost drifts between runs (on a VM with free-page
+/// reporting it does, by 3x or more).
+double memcpy_fresh_seconds(size_t bytes);
+
 }  // namespace baton::bench

@@ -9,6 +9,7 @@ foreach(name
     BM_MemcpyToFreshSegment/67108864 BM_MemcpyToFreshSegment/1073741824
     BM_Checkpoint/67108864 BM_Checkpoint/1073741824
     BM_Restore/67108864 BM_Restore/1073741824
+    BM_DigestAtTheCut/67108864 BM_DigestAtTheCut/1073741824
     BM_RecordDelta/idle BM_RecordDelta/active
     BM_PassFds/1 BM_PassFds/1000 BM_PassFds/10000 BM_Stream/uring BM_Stream/writev)
 
@@ -21,5 +22,12 @@ execute_process(COMMAND ${BENCH} --benchmark_filter=BM_RecordDelta --benchmark_m
   OUTPUT_VARIABLE ran RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0 OR NOT ran MATCHES "BM_RecordDelta/idle" OR NOT ran MATCHES "BM_RecordDelta/active")
   message(FATAL_ERROR "baton_bench did not run BM_RecordDelta (${rc}):\n${ran}")
+endif()
+message(STATUS "${ran}")
+# The digest benchmark checks its sliced digest against the one-pass reference.
+execute_process(COMMAND ${BENCH} --benchmark_filter=BM_DigestAtTheCut/67108864
+  --benchmark_min_time=0.01 OUTPUT_VARIABLE ran ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT ran MATCHES "s_per_GiB" OR ran MATCHES "ERROR")
+  message(FATAL_ERROR "baton_bench BM_DigestAtTheCut failed (${rc}):\n${ran}${err}")
 endif()
 message(STATUS "${ran}")
