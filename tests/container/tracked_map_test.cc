@@ -123,9 +123,9 @@ TEST(TrackedMap, CursorRuleLogsOnlyEntriesTheSnapshotHasPassedOrWillSkip) {
   EXPECT_EQ(reg.log().pending_count(), 2u);
   std::vector<std::string> written;
   for (int i = 0; i < 100; ++i) {
-    sink.clear();
-    bool done = m.snapshot_step(sink, 1);
-    for (auto& [k, e] : sink.records()) written.emplace_back(k);
+    SnapshotSink slice;
+    bool done = m.snapshot_step(slice, 1);
+    for (auto& [k, e] : slice.records()) written.emplace_back(k);
     if (done) break;
   }
   EXPECT_EQ(written.size(), 9u);  // k1..k9; "new" is skipped

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,26 +19,45 @@
 
 namespace baton {
 
-/// Collects the records of one snapshot slice. Baton encodes them when the slice ends.
+/// Collects the records of one snapshot slice. Baton encodes them after
+/// Section::snapshot_step() returns, in the same CheckpointWriter::step() call, before the
+/// server's loop runs again.
 class SnapshotSink {
  public:
-  /// Adds one record. `key` and `entry` must stay valid and unchanged until the current
-  /// Section::snapshot_step returns (the server's loop does not run meanwhile).
+  SnapshotSink() = default;
+  SnapshotSink(const SnapshotSink&) = delete;
+  SnapshotSink& operator=(const SnapshotSink&) = delete;
+
+  /// Adds one record by reference, without a copy. `key` and `entry` must stay valid and
+  /// unchanged until the slice is encoded: after snapshot_step() returns, until the
+  /// CheckpointWriter::step() that called it returns. An entry the section's own
+  /// container holds qualifies; one built inside snapshot_step() (a local, a temporary, a
+  /// conversion of the server's own type) does not: give that to add_copy().
   void add(std::string_view key, const Entry& entry) {
     records_.emplace_back(key, &entry);
     bytes_ += key.size() + entry.payload_bytes();
   }
+  /// Adds one record the sink owns until the slice is encoded: for an entry built for
+  /// the snapshot.
+  void add_copy(std::string key, Entry entry) {
+    auto& [k, e] = owned_.emplace_back(std::move(key), std::move(entry));
+    add(k, e);
+  }
   /// Payload bytes added in this slice; sections compare it with their budget.
   size_t bytes() const { return bytes_; }
-
+  /// The slice's records, in order.
   const std::vector<std::pair<std::string_view, const Entry*>>& records() const { return records_; }
+
+ private:
+  friend class CheckpointWriter;  // starts each slice
   void clear() {
     records_.clear();
+    owned_.clear();
     bytes_ = 0;
   }
 
- private:
   std::vector<std::pair<std::string_view, const Entry*>> records_;
+  std::deque<std::pair<std::string, Entry>> owned_;  // a deque: its elements never move
   size_t bytes_ = 0;
 };
 
@@ -125,18 +145,20 @@ class Section {
   /// Ends (or abandons) the digest.
   virtual void digest_end() {}
 
-  /// Connects the section to the registry's log under id `id`. Called by Registry::add.
+  /// The section's id in its registry's log (its index in the checkpoint).
+  uint16_t id() const { return id_; }
+
+ protected:
+  DeltaLog* log_ = nullptr;  // the registry's, once added; log only while capturing()
+  uint16_t id_ = 0;
+
+ private:
+  friend class Registry;  // only Registry::add connects a section to a log
   void attach(DeltaLog* log, uint16_t id) {
     log_ = log;
     id_ = id;
   }
-  uint16_t id() const { return id_; }
 
- protected:
-  DeltaLog* log_ = nullptr;
-  uint16_t id_ = 0;
-
- private:
   std::string name_;
   uint32_t schema_version_;
   uint32_t peer_version_ = 0;
