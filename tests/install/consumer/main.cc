@@ -1,8 +1,12 @@
-// A server author's smallest use of the installed package: checkpoint and restore.
+// A server author's smallest use of the installed package: checkpoint and restore, a
+// TrackedMap and a Cell.
+#include <baton/cell.h>
 #include <baton/checkpoint.h>
 #include <baton/tracked_map.h>
 
 #include <cstdio>
+#include <optional>
+#include <string_view>
 
 int main() {
   baton::Registry reg;
@@ -11,6 +15,9 @@ int main() {
   kv.set("a", "1");
   kv.set("b", "2");
   kv.set("c", "3");
+  baton::Cell stats("stats", 1);
+  if (!reg.add(stats).ok()) return 1;
+  if (!stats.add("requests", 41).ok() || !stats.add("requests", 1).ok()) return 1;
   auto w = baton::CheckpointWriter::begin(reg, {});
   if (!w.ok()) return 2;
   while (true) {
@@ -23,8 +30,12 @@ int main() {
   baton::Registry reg2;
   baton::TrackedMap kv2("kv", 1);
   if (!reg2.add(kv2).ok()) return 5;
+  baton::Cell stats2("stats", 1);
+  if (!reg2.add(stats2).ok()) return 5;
   auto r = baton::restore_checkpoint(cp->fd(), reg2);
   if (!r.ok()) return 6;
+  // 3 keys and the cell: 4 records.
   std::printf("consumer: restored %llu records\n", static_cast<unsigned long long>(r->records));
+  if (stats2.get("requests") != std::optional<std::string_view>("42")) return 8;
   return kv2.same_contents(kv) ? 0 : 7;
 }
