@@ -12,22 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=3 requests=200000
-while (($#)); do
-  case "$1" in
-    --rounds | --requests)
-      [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "kvd_throughput: $1 takes a positive number" >&2; exit 2; }
-      declare "${1#--}=$2"
-      shift 2
-      ;;
-    *) echo "kvd_throughput: unknown option '$1'; options: --rounds N --requests N" >&2; exit 2 ;;
-  esac
-done
-for tool in redis-server redis-benchmark; do
-  command -v $tool >/dev/null || { echo "kvd_throughput: needs $tool (apt-get install redis-server redis-tools)" >&2; exit 2; }
-done
-for b in build/bin/kvd build/bin/kvd-bare; do
-  [[ -x $b ]] || { echo "kvd_throughput: $b missing; cmake --build build first" >&2; exit 2; }
-done
+source bench/lib.sh
+bench_counts kvd_throughput "rounds requests" "$@"
+bench_needs kvd_throughput "redis-server redis-benchmark" "build/bin/kvd build/bin/kvd-bare" "apt-get install redis-server redis-tools"
 
 run=$(mktemp -d /tmp/baton-kvd-throughput-XXXXXX)
 server_pid=""

@@ -12,20 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=3 requests=300000 keys=200000
-while (($#)); do
-  case "$1" in
-    --rounds | --requests | --keys)
-      [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "probation_bench: $1 takes a positive number" >&2; exit 2; }
-      declare "${1#--}=$2"
-      shift 2
-      ;;
-    *) echo "probation_bench: unknown option '$1'; options: --rounds N --requests N --keys N" >&2; exit 2 ;;
-  esac
-done
-command -v redis-benchmark >/dev/null || { echo "probation_bench: needs redis-tools" >&2; exit 2; }
-for b in build/bin/kvd build/bin/batonctl; do
-  [[ -x $b ]] || { echo "probation_bench: $b missing; cmake --build build first" >&2; exit 2; }
-done
+source bench/lib.sh
+bench_counts probation_bench "rounds requests keys" "$@"
+bench_needs probation_bench "redis-benchmark" "build/bin/kvd build/bin/batonctl"
 
 run=$(mktemp -d /tmp/baton-probation-bench-XXXXXX)
 first=""

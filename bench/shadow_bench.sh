@@ -16,20 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=5 requests=200000 keys=100000 upgrades=10
-while (($#)); do
-  case "$1" in
-    --rounds | --requests | --keys | --upgrades)
-      [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "shadow_bench: $1 takes a positive number" >&2; exit 2; }
-      declare "${1#--}=$2"
-      shift 2
-      ;;
-    *) echo "shadow_bench: unknown option '$1'; options: --rounds N --requests N --keys N --upgrades N" >&2; exit 2 ;;
-  esac
-done
-command -v redis-benchmark >/dev/null || { echo "shadow_bench: needs redis-tools" >&2; exit 2; }
-for b in build/bin/kvd build/bin/batonctl; do
-  [[ -x $b ]] || { echo "shadow_bench: $b missing; cmake --build build first" >&2; exit 2; }
-done
+source bench/lib.sh
+bench_counts shadow_bench "rounds requests keys upgrades" "$@"
+bench_needs shadow_bench "redis-benchmark" "build/bin/kvd build/bin/batonctl"
 
 run=$(mktemp -d /tmp/baton-shadow-bench-XXXXXX)
 started=()
@@ -73,7 +62,7 @@ for r in "${rates[@]}"; do
   start "rate$r" --probation-ms 3600000 --shadow-rate "$r"
   upgrade "rate$r"
 done
-sleep 1  # the probation's first digest-free second: every pair idle before the first run
+sleep 1  # every pair settled on probation before the first run
 for ((round = 1; round <= rounds; round++)); do
   for ((i = 0; i < ${#rates[@]}; i++)); do
     r=${rates[$(((i + round) % ${#rates[@]}))]}

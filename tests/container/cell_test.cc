@@ -3,6 +3,7 @@
 // for sections that build their records.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <random>
 
 #include "baton/cell.h"
@@ -125,36 +126,35 @@ void register_rename(Cell& c) {
   EXPECT_TRUE(c.migrations().add(2, 1, rename("requests", "hits")).ok());
 }
 
-TEST(Cell, MigratesV1ToV2AndBackOnRestoreAndReplay) {
-  Process v1(1);
-  register_rename(v1.cell);
-  ASSERT_TRUE(v1.cell.add("hits", 5).ok());
-  v1.cell.set("motd", "hi");
-  auto cp = checkpoint_now(v1.reg);
-  ASSERT_TRUE(v1.cell.add("hits", 1).ok());  // after L0: a replayed field-level delta
-  ASSERT_TRUE(v1.cell.erase("motd"));
-  const std::string frame = v1.reg.log().take_frame();
-  v1.reg.log().end_capture();
-
-  Process v2(2);
-  register_rename(v2.cell);
-  auto r = restore_checkpoint(cp.fd(), v2.reg);
+// Checkpoints `from`, runs `after_l0` (writes only the delta stream carries), then
+// restores `to` from the checkpoint and replays that stream into it.
+void hand_over(Process& from, Process& to, const std::function<void()>& after_l0) {
+  auto cp = checkpoint_now(from.reg);
+  after_l0();
+  const std::string frame = from.reg.log().take_frame();
+  from.reg.log().end_capture();
+  ASSERT_FALSE(frame.empty());
+  auto r = restore_checkpoint(cp.fd(), to.reg);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   DeltaReplayer replay(*r);
-  ASSERT_TRUE(replay.apply_frame(frame).ok());
+  auto applied = replay.apply_frame(frame);
+  ASSERT_TRUE(applied.ok()) << applied.error().to_string();
+}
+
+TEST(Cell, MigratesV1ToV2AndBackOnRestoreAndReplay) {
+  Process v1(1), v2(2), back(1);
+  for (Process* p : {&v1, &v2, &back}) register_rename(p->cell);
+  ASSERT_TRUE(v1.cell.add("hits", 5).ok());
+  v1.cell.set("motd", "hi");
+  ASSERT_NO_FATAL_FAILURE(hand_over(v1, v2, [&] {
+    ASSERT_TRUE(v1.cell.add("hits", 1).ok());  // after L0: a replayed field-level delta
+    ASSERT_TRUE(v1.cell.erase("motd"));
+  }));
   EXPECT_EQ(v2.cell.fields(), (Hash{{"requests", "6"}}));
 
   // And back: v2's writes reach a v1 process under v1's names.
-  auto cp2 = checkpoint_now(v2.reg);
-  ASSERT_TRUE(v2.cell.add("requests", 10).ok());
-  const std::string frame2 = v2.reg.log().take_frame();
-  v2.reg.log().end_capture();
-  Process back(1);
-  register_rename(back.cell);
-  auto r2 = restore_checkpoint(cp2.fd(), back.reg);
-  ASSERT_TRUE(r2.ok()) << r2.error().to_string();
-  DeltaReplayer replay2(*r2);
-  ASSERT_TRUE(replay2.apply_frame(frame2).ok());
+  ASSERT_NO_FATAL_FAILURE(
+      hand_over(v2, back, [&] { ASSERT_TRUE(v2.cell.add("requests", 10).ok()); }));
   EXPECT_EQ(back.cell.fields(), (Hash{{"hits", "16"}}));
 }
 

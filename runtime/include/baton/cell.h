@@ -60,7 +60,6 @@ class Cell : public Section {
   bool must_log() const {
     return log_ != nullptr && log_->capturing() && (!snapshotting_ || written_);
   }
-  void log_set(std::string_view field);
   Result<void> merge_from_peer(Entry part);
 
   Entry entry_;  // always a hash
