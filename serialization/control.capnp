@@ -11,6 +11,14 @@ struct SectionRange {
   name @0 :Text;
   minVersion @1 :UInt32;   # oldest schema version this build can restore
   maxVersion @2 :UInt32;   # newest
+  typeId @3 :UInt64;       # a typed section's root struct (its Cap'n Proto id); 0: untyped
+}
+
+struct SectionSchema {     # a typed section of the incumbent, in WELCOME
+  name @0 :Text;
+  version @1 :UInt32;      # the incumbent's schema version of it
+  typeId @2 :UInt64;
+  schema @3 :Data;         # a serialization/schema.capnp TypedSchema message
 }
 
 struct Hello {             # successor -> incumbent, first message
@@ -25,6 +33,7 @@ struct Welcome {           # incumbent -> successor: HELLO accepted
   protocolVersion @0 :UInt32;     # the version chosen for this upgrade
   generation @1 :UInt64;
   capabilities @2 :List(Text);
+  schemas @3 :List(SectionSchema);  # every typed section; the successor checks them
 }
 
 struct CheckpointReady {   # incumbent -> successor, with the segment fd attached

@@ -101,6 +101,7 @@ std::string encode_message(const Message& m) {
             s[i].setName(text(v.sections[i].name));
             s[i].setMinVersion(v.sections[i].min_version);
             s[i].setMaxVersion(v.sections[i].max_version);
+            s[i].setTypeId(v.sections[i].type_id);
           }
           h.setMaxProtocolVersion(v.max_protocol_version);
         } else if constexpr (std::is_same_v<T, Welcome>) {
@@ -109,6 +110,13 @@ std::string encode_message(const Message& m) {
           w.setGeneration(v.generation);
           set_texts(w.initCapabilities(static_cast<unsigned>(v.capabilities.size())),
                     v.capabilities);
+          auto l = w.initSchemas(static_cast<unsigned>(v.schemas.size()));
+          for (unsigned i = 0; i < v.schemas.size(); ++i) {
+            l[i].setName(text(v.schemas[i].name));
+            l[i].setVersion(v.schemas[i].version);
+            l[i].setTypeId(v.schemas[i].type_id);
+            l[i].setSchema(data(v.schemas[i].schema));
+          }
         } else if constexpr (std::is_same_v<T, CheckpointReady>) {
           auto c = root.initCheckpointReady();
           c.setStartLsn(v.start_lsn);
@@ -206,15 +214,20 @@ Result<Message> decode_message(std::string_view packet) {
         out.pid = h.getPid();
         out.capabilities = texts(h.getCapabilities());
         for (auto s : h.getSections()) {
-          out.sections.push_back({str(s.getName()), s.getMinVersion(), s.getMaxVersion()});
+          out.sections.push_back(
+              {str(s.getName()), s.getMinVersion(), s.getMaxVersion(), s.getTypeId()});
         }
         out.max_protocol_version = h.getMaxProtocolVersion();
         return Message(std::move(out));
       }
       case wire::Message::WELCOME: {
         auto w = root.getWelcome();
-        return Message(
-            Welcome{w.getProtocolVersion(), w.getGeneration(), texts(w.getCapabilities())});
+        Welcome out{w.getProtocolVersion(), w.getGeneration(), texts(w.getCapabilities()), {}};
+        for (auto s : w.getSchemas()) {
+          out.schemas.push_back(
+              {str(s.getName()), s.getVersion(), s.getTypeId(), str(s.getSchema())});
+        }
+        return Message(std::move(out));
       }
       case wire::Message::CHECKPOINT_READY: {
         auto c = root.getCheckpointReady();

@@ -17,8 +17,12 @@ TEST(ControlCodec, EveryMessageTypeRoundTrips) {
   Timings t{1, 2, 3, 4, 5, 6, 7, 8, 9};
   const ProbeTally tally{1000, 2, {"LSN 17: GET k -> sender replied \"$1\\r\\na\\r\\n\"", "x"}};
   std::vector<Message> all = {
-      Hello{kMinProtocolVersion, 42, {"zero-copy"}, {{"kv", 1, 2}, {"meta", 3, 3}}, 5},
+      Hello{kMinProtocolVersion, 42, {"zero-copy"}, {{"kv", 1, 2}, {"meta", 3, 3, 0xabcdef}}, 5},
       Welcome{kProtocolVersion, 9, {"x"}},
+      Welcome{kProtocolVersion,
+              9,
+              {},
+              {{"sessions", 2, 0xe1d2c3b4a5968778, std::string("\0nodes", 6)}}},
       CheckpointReady{100, 1 << 20},
       Restored{5, 6},
       Frozen{120, 3, 77, {}},

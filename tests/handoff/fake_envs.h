@@ -34,6 +34,7 @@ class FakeIncumbentOf : public Base {
   std::vector<TimelineRecord> timelines;
   std::vector<std::string> logs;
   std::vector<SectionVersion> mine = {{"kv", 2}};
+  std::vector<SectionSchema> typed;  // of `mine`, the typed sections
   int steps_to_finish = 3;
   int steps = 0;
   uint64_t backlog = 0;
@@ -58,6 +59,7 @@ class FakeIncumbentOf : public Base {
     return ok();
   }
   std::vector<SectionVersion> sections() override { return mine; }
+  std::vector<SectionSchema> typed_sections() override { return typed; }
   Result<void> checkpoint_begin() override {
     events.push_back("checkpoint_begin");
     return ok();
@@ -158,6 +160,13 @@ class FakeSuccessorOf : public Base {
     return ok();
   }
   std::vector<SectionRange> readable_sections() override { return {{"kv", 1, 2}}; }
+  std::string schema_refusal;  // non-empty: check_schemas() refuses with it
+  std::vector<SectionSchema> schemas_checked;
+  Result<void> check_schemas(const std::vector<SectionSchema>& theirs) override {
+    schemas_checked = theirs;
+    if (!schema_refusal.empty()) return Error(ErrorKind::kVersion, schema_refusal);
+    return ok();
+  }
   Result<Restored> restore(UniqueFd fd) override {
     if (restore_fails) return Error(ErrorKind::kCorrupt, "checkpoint header checksum mismatch");
     return Restored{10, 20};

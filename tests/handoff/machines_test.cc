@@ -136,6 +136,38 @@ TEST(IncumbentMachine, RefusesAtHelloNamingBothVersions) {
   }
 }
 
+// Typed sections (docs/protocol.md, "Typed sections"): the incumbent refuses a section
+// typed on one side and untyped on the other, and sends its schemas in WELCOME.
+TEST(IncumbentMachine, TypedAgainstUntypedIsRefusedAtHelloAndSchemasGoInWelcome) {
+  for (bool typed_here : {true, false}) {
+    FakeIncumbent env;
+    if (typed_here) env.typed = {{"kv", 2, 0x1234, "nodes"}};
+    IncumbentMachine m(env, 1);
+    ASSERT_TRUE(m.request_upgrade().ok());
+    Hello h = good_hello();
+    if (!typed_here) h.sections[0].type_id = 0x1234;
+    m.on_message(h);
+    EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+    const std::string expect = typed_here ? "section 'kv' holds typed records here and untyped "
+                                            "entries in the successor"
+                                          : "section 'kv' holds untyped entries here and typed "
+                                            "records in the successor";
+    EXPECT_NE(m.last_abort().find(expect), std::string::npos) << m.last_abort();
+    EXPECT_TRUE(env.sent_of<Welcome>().empty()) << "refused before anything starts";
+  }
+  FakeIncumbent env;
+  env.typed = {{"kv", 2, 0x1234, "nodes"}};
+  IncumbentMachine m(env, 1);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  Hello h = good_hello();
+  h.sections[0].type_id = 0x1234;
+  h.sections.push_back({"new", 1, 1, 0x99});  // a section only the successor has
+  m.on_message(h);
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCheckpointing);
+  ASSERT_EQ(env.sent_of<Welcome>().size(), 1u);
+  EXPECT_EQ(env.sent_of<Welcome>()[0]->schemas, env.typed);
+}
+
 TEST(IncumbentMachine, EveryPhaseHasADeadline) {
   {  // no HELLO
     FakeIncumbent env;
@@ -670,6 +702,22 @@ TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
   EXPECT_NE(env.failed->find("incumbent went away in phase catch-up"), std::string::npos);
   EXPECT_FALSE(env.serving);
   EXPECT_FALSE(is_open(raw[0]));
+}
+
+TEST(SuccessorMachine, AnIncompatibleSchemaFailsAtWelcomeBeforeAnyStateMoves) {
+  FakeSuccessor env;
+  env.schema_refusal = "typed section 'kv' (Session): not compatible";
+  SuccessorMachine s(env, 1);
+  s.start();
+  Welcome w{kProtocolVersion, 5, {}, {{"kv", 2, 0x1234, "nodes"}}};
+  s.on_message(w, {});
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  EXPECT_EQ(env.schemas_checked, w.schemas);
+  ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
+  EXPECT_NE(std::get<Abort>(env.sent.back()).reason.find("typed section 'kv'"), std::string::npos);
+  // No checkpoint was asked for or taken: the next message is ignored.
+  s.on_message(CheckpointReady{100, 4096}, fds(1));
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
 }
 
 TEST(SuccessorMachine, RestoreFailureIsReportedToTheIncumbent) {

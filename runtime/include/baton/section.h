@@ -61,6 +61,16 @@ class SnapshotSink {
   size_t bytes_ = 0;
 };
 
+/// The schema of a section of typed records (baton/table.h): its root struct's Cap'n
+/// Proto id and name, and the struct with every node it depends on, encoded
+/// (serialization/schema.capnp). WELCOME carries it; the successor compares it with its
+/// own before any state moves (docs/protocol.md, "Typed sections").
+struct TypedSchema {
+  uint64_t type_id = 0;
+  std::string type_name;
+  std::string encoded;
+};
+
 /// Converts one entry between adjacent schema versions, in place.
 using MigrationFn = std::function<void(std::string_view key, Entry& entry)>;
 
@@ -145,12 +155,26 @@ class Section {
   /// Ends (or abandons) the digest.
   virtual void digest_end() {}
 
+  /// A section of typed records returns its schema; null (the default): untyped.
+  virtual const TypedSchema* typed_schema() const { return nullptr; }
+
   /// The section's id in its registry's log (its index in the checkpoint).
   uint16_t id() const { return id_; }
 
  protected:
   DeltaLog* log_ = nullptr;  // the registry's, once added; log only while capturing()
   uint16_t id_ = 0;
+
+  /// For a section built around another it owns (a Table around a TrackedMap): `inner`
+  /// logs as this section, under its id, and replays along the migration path chosen for
+  /// this one (the steps stay this section's). Cheap; call it before handing `inner` a
+  /// mutation, a snapshot, a restore or a delta.
+  void share_with(Section& inner) const {
+    inner.log_ = log_;
+    inner.id_ = id_;
+    inner.peer_version_ = peer_version_;
+    inner.path_ = path_;
+  }
 
  private:
   friend class Registry;  // only Registry::add connects a section to a log

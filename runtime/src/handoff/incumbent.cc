@@ -264,6 +264,16 @@ Result<void> Incumbent::send(const Message& m, std::span<const int> fds) {
   return ok();
 }
 
+std::vector<handoff::SectionSchema> Incumbent::typed_sections() {
+  std::vector<handoff::SectionSchema> out;
+  for (Section* s : host_.registry.sections()) {
+    if (const TypedSchema* t = s->typed_schema()) {
+      out.push_back({s->name(), s->schema_version(), t->type_id, t->encoded});
+    }
+  }
+  return out;
+}
+
 std::vector<handoff::SectionVersion> Incumbent::sections() {
   std::vector<handoff::SectionVersion> out;
   for (Section* s : host_.registry.sections()) out.push_back({s->name(), s->schema_version()});

@@ -51,6 +51,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   Result<void> spawn_successor() override;
   void kill_successor() override;
   Result<void> send(const handoff::Message& m, std::span<const int> fds) override;
+  std::vector<handoff::SectionSchema> typed_sections() override;
   std::vector<handoff::SectionVersion> sections() override;
   Result<void> checkpoint_begin() override;
   Result<bool> checkpoint_step() override { return writer_->step(); }

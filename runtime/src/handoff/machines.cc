@@ -189,7 +189,22 @@ void IncumbentMachine::on_hello(const Hello& h) {
                    ", this incumbent writes version " + std::to_string(mine.version));
     }
   }
-  if (auto r = env_.send(Welcome{protocol_version_, generation_ + 1, {}}, {}); !r.ok()) {
+  const std::vector<SectionSchema> typed = env_.typed_sections();
+  const std::vector<SectionVersion> mine = env_.sections();
+  for (const SectionRange& theirs : h.sections) {
+    auto it = std::find_if(typed.begin(), typed.end(),
+                           [&](const SectionSchema& t) { return t.name == theirs.name; });
+    const bool typed_here = it != typed.end();
+    if (typed_here == (theirs.type_id != 0)) continue;
+    const bool ours_exists = std::any_of(
+        mine.begin(), mine.end(), [&](const SectionVersion& v) { return v.name == theirs.name; });
+    if (!ours_exists) continue;  // a new section: it starts empty
+    return abort("section '" + theirs.name + "' holds " +
+                 (typed_here ? "typed records" : "untyped entries") + " here and " +
+                 (typed_here ? "untyped entries" : "typed records") +
+                 " in the successor; one cannot be read as the other");
+  }
+  if (auto r = env_.send(Welcome{protocol_version_, generation_ + 1, {}, typed}, {}); !r.ok()) {
     return abort("sending WELCOME: " + r.error().to_string(), false);
   }
   if (auto r = env_.checkpoint_begin(); !r.ok()) {
@@ -616,6 +631,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
                   ", this successor speaks " + std::to_string(kMinProtocolVersion) + ".." +
                   std::to_string(kProtocolVersion));
     }
+    if (auto r = env_.check_schemas(w->schemas); !r.ok()) return fail(r.error().message());
     protocol_version_ = w->protocol_version;
     generation_ = w->generation;
     phase_ = SuccessorPhase::kAwaitCheckpoint;

@@ -81,6 +81,8 @@ class IncumbentEnv {
   virtual void kill_successor() = 0;
   virtual Result<void> send(const Message& m, std::span<const int> fds) = 0;
   virtual std::vector<SectionVersion> sections() = 0;
+  /// The typed sections among them, with their schemas (for HELLO's check and WELCOME).
+  virtual std::vector<SectionSchema> typed_sections() { return {}; }
   virtual Result<void> checkpoint_begin() = 0;  // L0: deltas start to be captured
   virtual Result<bool> checkpoint_step() = 0;   // one bounded slice; true when done
   /// Seals the checkpoint; `fd` is the segment to send.
@@ -214,6 +216,12 @@ class SuccessorEnv {
   virtual int64_t now_us() = 0;
   virtual Result<void> send(const Message& m) = 0;
   virtual std::vector<SectionRange> readable_sections() = 0;
+  /// Compares the incumbent's typed sections' schemas (WELCOME) with this build's; an
+  /// error names the section and why.
+  virtual Result<void> check_schemas(const std::vector<SectionSchema>& theirs) {
+    (void)theirs;
+    return ok();
+  }
   /// Restores every section from the segment `fd`.
   virtual Result<Restored> restore(UniqueFd fd) = 0;
   /// Applies whatever delta frames have arrived; returns the last applied LSN.

@@ -34,7 +34,18 @@ struct SectionRange {
   std::string name;
   uint32_t min_version = 0;
   uint32_t max_version = 0;
+  /// A typed section's root struct id (its Cap'n Proto id); 0: untyped, or an older build.
+  uint64_t type_id = 0;
   bool operator==(const SectionRange&) const = default;
+};
+
+/// A typed section's schema, in WELCOME: the successor compares it with its own.
+struct SectionSchema {
+  std::string name;
+  uint32_t version = 0;  // the incumbent's schema version of the section
+  uint64_t type_id = 0;
+  std::string schema;  // TypedSchema::encoded
+  bool operator==(const SectionSchema&) const = default;
 };
 
 struct Hello {
@@ -52,6 +63,8 @@ struct Welcome {
   uint32_t protocol_version = kProtocolVersion;  // the version chosen for this upgrade
   uint64_t generation = 0;
   std::vector<std::string> capabilities;
+  /// Every typed section of the incumbent; absent from an older build (it has none).
+  std::vector<SectionSchema> schemas;
   bool operator==(const Welcome&) const = default;
 };
 

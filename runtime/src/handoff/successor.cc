@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "baton/syscall.h"
+#include "schema_codec.h"
 
 namespace baton {
 
@@ -18,7 +19,8 @@ namespace {
 // The versions of a section this build can restore: its own, widened by every
 // contiguous migration step down and up.
 handoff::SectionRange readable_range(Section& s) {
-  handoff::SectionRange r{s.name(), s.schema_version(), s.schema_version()};
+  handoff::SectionRange r{s.name(), s.schema_version(), s.schema_version(),
+                          s.typed_schema() != nullptr ? s.typed_schema()->type_id : 0};
   while (r.min_version > 0 &&
          s.migrations().path(s.name(), r.min_version - 1, s.schema_version()).ok())
     --r.min_version;
@@ -87,6 +89,17 @@ std::vector<handoff::SectionRange> Successor::readable_sections() {
   std::vector<handoff::SectionRange> out;
   for (Section* s : host_.registry.sections()) out.push_back(readable_range(*s));
   return out;
+}
+
+Result<void> Successor::check_schemas(const std::vector<handoff::SectionSchema>& theirs) {
+  for (const handoff::SectionSchema& t : theirs) {
+    Section* s = host_.registry.find(t.name);
+    if (s == nullptr || s->typed_schema() == nullptr) continue;  // HELLO's check names these
+    // Another version is a breaking change with migrations, which convert the records.
+    if (t.version != s->schema_version()) continue;
+    BATON_TRY(serialization::check_schema_compatible(t.name, *s->typed_schema(), t.schema));
+  }
+  return ok();
 }
 
 void Successor::early_socket(int fd, std::string_view tag) {

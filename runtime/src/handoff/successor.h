@@ -40,6 +40,7 @@ class Successor final : public handoff::SuccessorEnv {
   // --- handoff::SuccessorEnv
   int64_t now_us() override { return monotonic_us(); }
   Result<void> send(const handoff::Message& m) override;
+  Result<void> check_schemas(const std::vector<handoff::SectionSchema>& theirs) override;
   std::vector<handoff::SectionRange> readable_sections() override;
   Result<handoff::Restored> restore(UniqueFd fd) override;
   Result<uint64_t> replay_available() override;
