@@ -14,6 +14,7 @@ BATON_PACKAGES=(
   redis-tools           # redis-benchmark and redis-cli: real clients for kvd's tests and demo
   python3-prometheus-client  # Prometheus's own text-format parser, for the metrics tests
   python3-redis         # redis-py: a real client's traffic in the shadow verification tests
+  nghttp2-client curl   # h2load --h1 and curl: real HTTP/1.1 clients for samples/sessiond
   systemd               # systemd-analyze verify, for samples/kvd/kvd.service
 )
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -90,27 +91,42 @@ class RespClient {
   std::string buf_;
 };
 
-// The directory a Kvd's binary is installed in; a base so that it exists before the
+// Copies `from` to `to` (mode 0755) through descriptors no child inherits: a process
+// spawned meanwhile by another thread (a load generator) would otherwise hold `to` open
+// for writing, and exec of it would fail with ETXTBSY.
+inline bool copy_cloexec(const std::string& from, const std::string& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755));
+  if (!in || !out) return false;
+  char buf[1 << 16];
+  for (ssize_t n; (n = ::read(in.get(), buf, sizeof buf)) != 0;) {
+    if (n < 0 || ::write(out.get(), buf, static_cast<size_t>(n)) != n) return false;
+  }
+  return true;
+}
+
+// The directory a server's binary is installed in; a base so that it exists before the
 // server process starts.
 struct BinDir {
-  explicit BinDir(const std::string& binary) {
-    char tmpl[] = "/tmp/baton-kvd-bin-XXXXXX";
+  BinDir(const std::string& binary, std::string name) : name_(std::move(name)) {
+    char tmpl[] = "/tmp/baton-bin-XXXXXX";
     bin_dir_ = ::mkdtemp(tmpl);
-    fs::copy_file(binary, bin_dir_ + "/kvd");
+    fs::copy_file(binary, bin_dir_ + "/" + name_);
   }
   ~BinDir() { fs::remove_all(bin_dir_); }
   std::string bin_dir_;
+  std::string name_;
 };
 
-// A kvd started from a copy of `binary` installed in its own directory as "kvd", so that
-// a test can install another build there and signal, as an operator would.
-// It has a control socket in its directory, and kvd's default probation window.
-class Kvd : private BinDir, public ServerProcess {
+// A sample server started from a copy of `binary` installed in its own directory as
+// `name`, so that a test can install another build there and signal, as an operator would.
+// It has a control socket in its directory.
+class InstalledServer : private BinDir, public ServerProcess {
  public:
-  explicit Kvd(const std::string& binary, std::vector<std::string> args = {},
-               std::string failpoints = "", std::vector<std::string> env = {})
-      : BinDir(binary),
-        ServerProcess(bin_dir_ + "/kvd", with_control(std::move(args)), std::move(failpoints),
+  InstalledServer(std::string name, const std::string& binary, std::vector<std::string> args = {},
+                  std::string failpoints = "", std::vector<std::string> env = {})
+      : BinDir(binary, std::move(name)),
+        ServerProcess(bin_dir_ + "/" + name_, with_control(std::move(args)), std::move(failpoints),
                       std::move(env)) {}
   std::string control_path() const { return dir() + "/ctl"; }
   std::string control(const std::string& command) const {
@@ -128,14 +144,15 @@ class Kvd : private BinDir, public ServerProcess {
     if (!eventually([&] { return events().size() > events_before; }, 10)) return 0;
     return events().back().find("\"outcome\":\"promoted\"") != std::string::npos ? next : 0;
   }
-  // As upgrade_to(), leaving the new process on probation.
   // Installs `binary` and sends SIGUSR2, nothing more: for an upgrade whose probation may
   // end (a rollback) before its pid could be read.
   bool signal_upgrade(const std::string& binary) {
-    fs::copy_file(binary, bin_dir_ + "/kvd.new", fs::copy_options::overwrite_existing);
-    fs::rename(bin_dir_ + "/kvd.new", bin_dir_ + "/kvd");
+    const std::string path = bin_dir_ + "/" + name_;
+    if (!copy_cloexec(binary, path + ".new")) return false;
+    fs::rename(path + ".new", path);
     return ::kill(serving_pid(), SIGUSR2) == 0;
   }
+  // As upgrade_to(), leaving the new process on probation.
   pid_t upgrade_on_probation(const std::string& binary) {
     const pid_t before = serving_pid();
     const size_t events_before = events().size();
@@ -151,7 +168,15 @@ class Kvd : private BinDir, public ServerProcess {
   static std::vector<std::string> with_control(std::vector<std::string> args);
 };
 
-inline std::vector<std::string> Kvd::with_control(std::vector<std::string> args) {
+// kvd, with kvd's default probation window.
+class Kvd : public InstalledServer {
+ public:
+  explicit Kvd(const std::string& binary, std::vector<std::string> args = {},
+               std::string failpoints = "", std::vector<std::string> env = {})
+      : InstalledServer("kvd", binary, std::move(args), std::move(failpoints), std::move(env)) {}
+};
+
+inline std::vector<std::string> InstalledServer::with_control(std::vector<std::string> args) {
   args.insert(args.begin(), {"--control", "{dir}/ctl"});
   return args;
 }
