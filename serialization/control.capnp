@@ -27,6 +27,7 @@ struct Hello {             # successor -> incumbent, first message
   capabilities @2 :List(Text);
   sections @3 :List(SectionRange);
   maxProtocolVersion @4 :UInt32;  # the newest it speaks; 0 (absent) from version 4
+  workers @5 :UInt32;             # worker threads besides the main one (RuntimeOptions)
 }
 
 struct Welcome {           # incumbent -> successor: HELLO accepted
@@ -39,6 +40,7 @@ struct Welcome {           # incumbent -> successor: HELLO accepted
 struct CheckpointReady {   # incumbent -> successor, with the segment fd attached
   startLsn @0 :UInt64;
   bytes @1 :UInt64;
+  workerSegments @2 :UInt32;  # one more segment fd per worker thread, attached in order
 }
 
 struct Restored {          # successor -> incumbent: checkpoint restored, replaying deltas
@@ -51,6 +53,7 @@ struct Frozen {            # incumbent -> successor: no more deltas after finalL
   fdCount @1 :UInt32;      # fds that follow in FdBatch messages
   freezeStartUs @2 :Int64; # CLOCK_MONOTONIC, shared by both processes
   metrics @3 :List(MetricSample);  # the sender's counters, for the receiver to continue
+  workerFreezeUs @4 :List(Int64);  # when each worker thread froze (CLOCK_MONOTONIC)
 }
 
 struct MetricSample {      # one series of a counter or histogram: name{labels} and value
@@ -65,6 +68,7 @@ struct HandedFd {
   early @3 :Bool;          # in FdBatch: names a socket sent in EarlyFds (by id); no fd attached
   stateFd @4 :Bool;        # in FdBatch (protocol 6): state is empty; it travels in a sealed
                            # memfd attached right after the socket's fd
+  worker @5 :UInt16;       # the worker thread that served it (0: the main thread)
 }
 
 struct FdBatch {           # incumbent -> successor after FROZEN; fds of entries that are

@@ -60,6 +60,7 @@ void fill(capnp::List<wire::HandedFd>::Builder l, const std::vector<HandedFd>& f
     l[i].setId(fds[i].id);
     l[i].setEarly(fds[i].early);
     l[i].setStateFd(fds[i].state_fd);
+    l[i].setWorker(fds[i].worker);
   }
 }
 
@@ -67,7 +68,8 @@ std::vector<HandedFd> read(capnp::List<wire::HandedFd>::Reader l) {
   std::vector<HandedFd> out;
   out.reserve(l.size());
   for (auto f : l) {
-    out.push_back({str(f.getTag()), str(f.getState()), f.getId(), f.getEarly(), f.getStateFd()});
+    out.push_back({str(f.getTag()), str(f.getState()), f.getId(), f.getEarly(), f.getStateFd(),
+                   f.getWorker()});
   }
   return out;
 }
@@ -104,6 +106,7 @@ std::string encode_message(const Message& m) {
             s[i].setTypeId(v.sections[i].type_id);
           }
           h.setMaxProtocolVersion(v.max_protocol_version);
+          h.setWorkers(v.workers);
         } else if constexpr (std::is_same_v<T, Welcome>) {
           auto w = root.initWelcome();
           w.setProtocolVersion(v.protocol_version);
@@ -121,6 +124,7 @@ std::string encode_message(const Message& m) {
           auto c = root.initCheckpointReady();
           c.setStartLsn(v.start_lsn);
           c.setBytes(v.bytes);
+          c.setWorkerSegments(v.worker_segments);
         } else if constexpr (std::is_same_v<T, Restored>) {
           auto r = root.initRestored();
           r.setRecords(v.records);
@@ -135,6 +139,8 @@ std::string encode_message(const Message& m) {
             m[i].setSeries(text(v.metrics[i].first));
             m[i].setValue(v.metrics[i].second);
           }
+          auto w = f.initWorkerFreezeUs(static_cast<unsigned>(v.worker_freeze_us.size()));
+          for (unsigned i = 0; i < v.worker_freeze_us.size(); ++i) w.set(i, v.worker_freeze_us[i]);
         } else if constexpr (std::is_same_v<T, FdBatch>) {
           fill(root.initFdBatch().initFds(static_cast<unsigned>(v.fds.size())), v.fds);
         } else if constexpr (std::is_same_v<T, EarlyFds>) {
@@ -218,6 +224,7 @@ Result<Message> decode_message(std::string_view packet) {
               {str(s.getName()), s.getMinVersion(), s.getMaxVersion(), s.getTypeId()});
         }
         out.max_protocol_version = h.getMaxProtocolVersion();
+        out.workers = h.getWorkers();
         return Message(std::move(out));
       }
       case wire::Message::WELCOME: {
@@ -231,7 +238,7 @@ Result<Message> decode_message(std::string_view packet) {
       }
       case wire::Message::CHECKPOINT_READY: {
         auto c = root.getCheckpointReady();
-        return Message(CheckpointReady{c.getStartLsn(), c.getBytes()});
+        return Message(CheckpointReady{c.getStartLsn(), c.getBytes(), c.getWorkerSegments()});
       }
       case wire::Message::RESTORED: {
         auto r = root.getRestored();
@@ -239,8 +246,9 @@ Result<Message> decode_message(std::string_view packet) {
       }
       case wire::Message::FROZEN: {
         auto f = root.getFrozen();
-        Frozen out{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs(), {}};
+        Frozen out{f.getFinalLsn(), f.getFdCount(), f.getFreezeStartUs(), {}, {}};
         for (auto s : f.getMetrics()) out.metrics.emplace_back(str(s.getSeries()), s.getValue());
+        for (int64_t us : f.getWorkerFreezeUs()) out.worker_freeze_us.push_back(us);
         return Message(std::move(out));
       }
       case wire::Message::FD_BATCH:

@@ -556,9 +556,9 @@ std::vector<UniqueFd> fds(size_t n) {
 // Drives a successor through to PREPARED with two sockets.
 void successor_to_prepared(SuccessorMachine& s, FakeSuccessor& env, std::vector<int>* raw) {
   s.start();
-  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
-  s.on_message(Frozen{120, 2, 777, {}}, {});
+  s.on_message(Frozen{120, 2, 777, {}, {}}, {});
   auto two = fds(2);
   for (auto& f : two) raw->push_back(f.get());
   s.on_message(FdBatch{{{"listener", ""}, {"conn", "GET /"}}}, std::move(two));
@@ -572,7 +572,7 @@ TEST(SuccessorMachine, ReportsReplayProgressAtMostEveryMillisecond) {
   FakeSuccessor env;
   SuccessorMachine s(env, 1);
   s.start();
-  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
   auto progress = [&] {  // replay reports, after the one that opened the restore
     return std::count_if(env.sent.begin(), env.sent.end(),
@@ -619,9 +619,9 @@ TEST(SuccessorMachine, AStateInAMemfdIsReadBackForItsSocket) {
   FakeSuccessor env;
   SuccessorMachine s(env, 4242);
   s.start();
-  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
-  s.on_message(Frozen{120, 1, 777, {}}, {});
+  s.on_message(Frozen{120, 1, 777, {}, {}}, {});
   const std::string big(1 << 20, 'q');
   auto attached = fds(1);
   auto memfd = spill_state(big);
@@ -689,9 +689,9 @@ TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
   {
     SuccessorMachine s(env, 1);
     s.start();
-    s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+    s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
     s.on_message(CheckpointReady{100, 4096}, fds(1));
-    s.on_message(Frozen{120, 2, 777, {}}, {});
+    s.on_message(Frozen{120, 2, 777, {}, {}}, {});
     auto one = fds(1);
     raw.push_back(one[0].get());
     s.on_message(FdBatch{{{"listener", ""}}}, std::move(one));
@@ -702,6 +702,38 @@ TEST(SuccessorMachine, IncumbentGoneBeforePreparedFailsAndClosesReceivedFds) {
   EXPECT_NE(env.failed->find("incumbent went away in phase catch-up"), std::string::npos);
   EXPECT_FALSE(env.serving);
   EXPECT_FALSE(is_open(raw[0]));
+}
+
+// Worker threads (docs/design.md, "Worker threads"): each thread's state and sockets move
+// to the same thread of the successor, so the counts must match; HELLO checks, and the
+// successor checks the segments it is sent.
+TEST(IncumbentMachine, ASuccessorWithAnotherWorkerCountIsRefusedAtHello) {
+  FakeIncumbent env;
+  IncumbentMachine m(env, 1);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  Hello h = good_hello();
+  h.workers = 3;
+  m.on_message(h);
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("successor runs 3 worker threads besides the main one, this "
+                                "incumbent 0"),
+            std::string::npos)
+      << m.last_abort();
+  EXPECT_TRUE(env.sent_of<Welcome>().empty());
+}
+
+TEST(SuccessorMachine, CheckpointsOfAnotherWorkerCountFailTheRestore) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 1);
+  s.start();
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
+  s.on_message(CheckpointReady{100, 4096, 2}, fds(3));
+  EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
+  ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
+  EXPECT_NE(std::get<Abort>(env.sent.back())
+                .reason.find("checkpoints of 2 worker threads; this successor runs 0"),
+            std::string::npos)
+      << std::get<Abort>(env.sent.back()).reason;
 }
 
 TEST(SuccessorMachine, AnIncompatibleSchemaFailsAtWelcomeBeforeAnyStateMoves) {
@@ -725,7 +757,7 @@ TEST(SuccessorMachine, RestoreFailureIsReportedToTheIncumbent) {
   env.restore_fails = true;
   SuccessorMachine s(env, 1);
   s.start();
-  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
@@ -736,7 +768,7 @@ TEST(SuccessorMachine, EarlySocketsAreNamedByIdAtTheFreezeAndTheRestWithdrawn) {
   FakeSuccessor env;
   SuccessorMachine s(env, 7);
   s.start();
-  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
   auto early = fds(2);
   const int kept = early[0].get(), closed = early[1].get();
@@ -744,7 +776,7 @@ TEST(SuccessorMachine, EarlySocketsAreNamedByIdAtTheFreezeAndTheRestWithdrawn) {
   EXPECT_EQ(env.early, (std::vector<int>{kept, closed}));
   ASSERT_TRUE(std::holds_alternative<Progress>(env.sent.back())) << "acknowledged at once";
   EXPECT_EQ(std::get<Progress>(env.sent.back()).early_fds, 2u);
-  s.on_message(Frozen{120, 2, 777, {}}, {});
+  s.on_message(Frozen{120, 2, 777, {}, {}}, {});
   auto one = fds(1);
   const int fresh = one[0].get();
   s.on_message(FdBatch{{{"conn", "half", 12, true}, {"listener", "", 14, false}}}, std::move(one));
@@ -766,9 +798,9 @@ TEST(SuccessorMachine, AnFdBatchNamingAnUnknownEarlySocketFails) {
   FakeSuccessor env;
   SuccessorMachine s(env, 7);
   s.start();
-  s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
   s.on_message(CheckpointReady{100, 4096}, fds(1));
-  s.on_message(Frozen{120, 1, 777, {}}, {});
+  s.on_message(Frozen{120, 1, 777, {}, {}}, {});
   s.on_message(FdBatch{{{"conn", "", 42, true}}}, {});
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   ASSERT_TRUE(env.failed);
@@ -780,7 +812,7 @@ TEST(SuccessorMachine, MessagesWithTheWrongFdsOrOutOfOrderFail) {
     FakeSuccessor env;
     SuccessorMachine s(env, 1);
     s.start();
-    s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+    s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
     s.on_message(CheckpointReady{100, 4096}, {});  // the segment fd is missing
     EXPECT_EQ(*env.failed, "CHECKPOINT_READY came with 0 fds, expected 1");
   }

@@ -103,7 +103,7 @@ TEST(Negotiation, SuccessorRefusesAWelcomeOutsideItsRange) {
   s.start();
   EXPECT_EQ(std::get<Hello>(env.sent[0]).protocol_version, kMinProtocolVersion);
   EXPECT_EQ(std::get<Hello>(env.sent[0]).max_protocol_version, kProtocolVersion);
-  s.on_message(Welcome{kProtocolVersion + 1, 5, {}}, {});
+  s.on_message(Welcome{kProtocolVersion + 1, 5, {}, {}}, {});
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   ASSERT_TRUE(env.failed);
   EXPECT_NE(
@@ -119,14 +119,14 @@ TEST(Negotiation, SuccessorStartsTheReverseStreamOnlyWhenCommitOffersProbation) 
     FakeSuccessor env;
     SuccessorMachine s(env, 7);
     s.start();
-    s.on_message(Welcome{kProtocolVersion, 5, {}}, {});
+    s.on_message(Welcome{kProtocolVersion, 5, {}, {}}, {});
     s.on_message(CheckpointReady{10, 4096}, [] {
       std::vector<UniqueFd> v;
       v.emplace_back(open_fd());
       return v;
     }());
     env.applied = 10;
-    s.on_message(Frozen{10, 0, 1, {}}, {});
+    s.on_message(Frozen{10, 0, 1, {}, {}}, {});
     ASSERT_EQ(s.phase(), SuccessorPhase::kPrepared);
     s.on_message(Commit{5, {}, window}, {});
     ASSERT_EQ(s.phase(), SuccessorPhase::kServing);
@@ -353,7 +353,7 @@ TEST(StandbyMachine, PlannedRollbackReceivesSocketsEarlyThenServesOnCommit) {
   EXPECT_EQ(env.early, std::vector<int>{conn});
   ASSERT_TRUE(std::holds_alternative<Progress>(env.sent.back()));
   EXPECT_EQ(std::get<Progress>(env.sent.back()).early_fds, 1u);
-  s.on_message(Frozen{50, 1, 123, {}}, {});
+  s.on_message(Frozen{50, 1, 123, {}, {}}, {});
   s.on_message(FdBatch{{{"conn", "half", 12, true}}}, {});
   ASSERT_TRUE(std::holds_alternative<Prepared>(env.sent.back()));
   s.on_message(Commit{3, {}, 0}, {});
@@ -385,7 +385,7 @@ TEST(StandbyMachine, ASuccessorDyingAfterPreparedOfItsRollbackIsTakenOverFromWha
   s.on_message(Rollback{"r"}, {});
   std::vector<UniqueFd> fds;
   fds.emplace_back(open_fd());
-  s.on_message(Frozen{0, 1, 123, {}}, {});
+  s.on_message(Frozen{0, 1, 123, {}, {}}, {});
   s.on_message(FdBatch{{{"conn", "", 0, false}}}, std::move(fds));
   ASSERT_TRUE(std::holds_alternative<Prepared>(env.sent.back()));
   s.on_successor_gone("exited with status 0");

@@ -75,6 +75,11 @@ class DeltaLog {
   /// Moves every pending record into one frame and returns it; empty when none pending.
   std::string take_frame();
 
+  /// Appends the records of `frame`, another log's (a worker thread's, docs/design.md
+  /// "Worker threads"), as this log's next LSNs, in their order: one stream carries every
+  /// thread's deltas. kCorrupt for a frame that does not validate; the log may overflow.
+  Result<void> append_frame(std::string_view frame);
+
  private:
   bool capturing_ = false;
   bool overflowed_ = false;

@@ -34,6 +34,9 @@ struct InheritedSocket {
   std::string tag;
   std::string state;
   bool early = false;  // already given to EarlySockets::early_socket() under this fd
+  /// The worker thread that served it in the incumbent (Worker::index()); 0: the main
+  /// thread. Serve it on the worker of that index.
+  unsigned worker = 0;
 };
 
 /// Successor side, optional: receives the sockets the incumbent hands over ahead of its
@@ -192,8 +195,67 @@ struct RuntimeOptions {
   LagPolicy lag;
   Timeouts timeouts;
   ShadowPolicy shadow;
-  /// Bound on captured deltas not yet framed (DeltaLog limit).
+  /// Bound on captured deltas not yet framed (DeltaLog limit), per thread.
   size_t delta_limit_bytes = size_t{256} << 20;
+  /// Worker threads besides the main one, each owning its own sections and sockets
+  /// (Runtime::worker(), docs/design.md "Worker threads"). A successor must run as many:
+  /// one that does not is refused at HELLO. Not with probation_ms yet. At most kMaxWorkers.
+  unsigned worker_threads = 0;
+};
+
+inline constexpr unsigned kMaxWorkers = 32;
+
+/// What the runtime asks of one worker thread in an upgrade; called on that thread from
+/// inside Worker::service().
+class WorkerHooks {
+ public:
+  virtual ~WorkerHooks() = default;
+  /// Stop reading and accepting on this thread's sockets and return them, each with its
+  /// state: this thread's part of the one freeze across all threads. Each fd stays this
+  /// thread's until service() returns false.
+  virtual std::vector<FrozenSocket> freeze() = 0;
+  /// The upgrade was abandoned after the freeze: serve the sockets again.
+  virtual void unfreeze() = 0;
+};
+
+/// One worker thread of a multi-threaded server (RuntimeOptions::worker_threads). It owns
+/// its sections and its delta log, so nothing on the hot path is shared with another
+/// thread: its checkpoint slices run on it, inside service(), and its deltas go to the
+/// main thread, which streams every thread's.
+///
+///   baton::Worker& w = rt->worker(1);        // in main(), before the thread starts
+///   w.registry().add(my_shard);              // names unique across the whole process
+///   // the thread's loop: watch w.poll_fd(), wait at most w.service_interval_ms(), and
+///   if (!w.service(my_hooks)) return;        // committed: the successor has the sockets
+///
+/// In a successor, start the worker threads after take_over() returns, and give each
+/// thread the inherited sockets whose `worker` is its index.
+class Worker {
+ public:
+  class Impl;
+  explicit Worker(std::unique_ptr<Impl> impl);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// 1 to RuntimeOptions::worker_threads (0 is the main thread, Runtime::registry()).
+  unsigned index() const;
+  /// This thread's sections. Register them before the thread serves; call only there.
+  Registry& registry();
+  /// Readable when the runtime wants service() sooner than service_interval_ms().
+  int poll_fd() const;
+  /// -1 when no upgrade runs (poll_fd() is enough), else 1.
+  int service_interval_ms() const;
+  /// This thread's part of an upgrade: a checkpoint slice, its deltas for the stream, and
+  /// at the freeze WorkerHooks::freeze(), then a wait (bounded by Timeouts::freeze_us on
+  /// the main thread's side) for the outcome. Returns false once the successor serves:
+  /// stop serving, the sockets are the successor's. Call it on this thread only.
+  bool service(WorkerHooks& hooks);
+
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
 };
 
 class Runtime {
@@ -205,6 +267,8 @@ class Runtime {
   ~Runtime();
 
   Registry& registry();
+  /// Worker thread `index`, 1 to RuntimeOptions::worker_threads.
+  Worker& worker(unsigned index);
   /// The runtime's metrics, for the server's own next to them: served by `batonctl
   /// metrics` and RuntimeOptions::metrics_listen, continued across upgrades. Register
   /// before take_over(), so that the incumbent's values are adopted.

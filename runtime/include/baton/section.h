@@ -193,7 +193,11 @@ class Section {
 /// The sections of one process and the log they share. Built in main(); never global.
 class Registry {
  public:
-  explicit Registry(size_t delta_limit_bytes = size_t{256} << 20) : log_(delta_limit_bytes) {}
+  /// `first_id`: the id of the first section added (the next get the next ids). A worker
+  /// thread's registry starts at its worker number times kIdsPerWorker, so that one delta
+  /// stream can carry every thread's records (docs/design.md, "Worker threads").
+  explicit Registry(size_t delta_limit_bytes = size_t{256} << 20, uint16_t first_id = 0)
+      : log_(delta_limit_bytes), first_id_(first_id) {}
   // Sections point at this registry's log: it must not move.
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -207,9 +211,12 @@ class Registry {
 
   static constexpr size_t kMaxSections = 40;
   static constexpr size_t kMaxNameBytes = 47;
+  static constexpr uint16_t kIdsPerWorker = 64;
+  uint16_t first_id() const { return first_id_; }
 
  private:
   DeltaLog log_;
+  uint16_t first_id_;
   std::vector<Section*> sections_;
 };
 

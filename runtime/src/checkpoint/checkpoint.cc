@@ -600,6 +600,11 @@ Result<void> DeltaReplayer::apply_frame(std::string_view bytes) {
                      std::to_string(d.section) + "; the checkpoint has " +
                      std::to_string(by_peer_id_.size()));
     }
+    if (by_peer_id_[d.section] == nullptr) {
+      return Error(ErrorKind::kCorrupt, "delta LSN " + std::to_string(d.lsn) + " names section " +
+                                            std::to_string(d.section) +
+                                            ", which no restored checkpoint holds");
+    }
     BATON_TRY(by_peer_id_[d.section]->apply_delta(d));
     ++next_lsn_;
     ++applied_;

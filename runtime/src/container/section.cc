@@ -51,7 +51,7 @@ Result<void> Registry::add(Section& section) {
     return Error(ErrorKind::kCapacity,
                  "at most " + std::to_string(kMaxSections) + " sections can be registered");
   }
-  section.attach(&log_, static_cast<uint16_t>(sections_.size()));
+  section.attach(&log_, static_cast<uint16_t>(first_id_ + sections_.size()));
   sections_.push_back(&section);
   return ok();
 }

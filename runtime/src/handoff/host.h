@@ -21,6 +21,7 @@
 #include "baton/runtime.h"
 #include "handoff/machines.h"
 #include "handoff/shadow.h"
+#include "handoff/workers.h"
 
 namespace baton {
 
@@ -130,9 +131,18 @@ struct Host {
   /// Reaps the child whose pidfd is `fd`; false if `fd` is not one of them.
   bool reap(int fd);
 
+  /// A section of the main thread's registry or any worker's, by name; null if none.
+  Section* find_section(std::string_view name) {
+    if (Section* s = registry.find(name)) return s;
+    for (Section* s : workers.sections())
+      if (s->name() == name) return s;
+    return nullptr;
+  }
+
   RuntimeOptions options;
   FailPoints failpoints;
   Registry registry;
+  Workers workers{options.worker_threads, options.delta_limit_bytes};
   Shadow shadow{options.shadow};
   Metrics metrics;
   RuntimeMetrics counts;

@@ -266,7 +266,9 @@ Result<void> Incumbent::send(const Message& m, std::span<const int> fds) {
 
 std::vector<handoff::SectionSchema> Incumbent::typed_sections() {
   std::vector<handoff::SectionSchema> out;
-  for (Section* s : host_.registry.sections()) {
+  std::vector<Section*> all = host_.registry.sections();
+  for (Section* s : host_.workers.sections()) all.push_back(s);
+  for (Section* s : all) {
     if (const TypedSchema* t = s->typed_schema()) {
       out.push_back({s->name(), s->schema_version(), t->type_id, t->encoded});
     }
@@ -277,13 +279,39 @@ std::vector<handoff::SectionSchema> Incumbent::typed_sections() {
 std::vector<handoff::SectionVersion> Incumbent::sections() {
   std::vector<handoff::SectionVersion> out;
   for (Section* s : host_.registry.sections()) out.push_back({s->name(), s->schema_version()});
+  for (Section* s : host_.workers.sections()) out.push_back({s->name(), s->schema_version()});
   return out;
 }
 
 Result<void> Incumbent::checkpoint_begin() {
+  // Names identify sections across the handoff, so they are unique across threads too.
+  std::vector<Section*> all = host_.registry.sections();
+  for (Section* s : host_.workers.sections()) all.push_back(s);
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (all[i]->name() == all[j]->name()) {
+        return Error(ErrorKind::kInvalidArgument,
+                     "section '" + all[i]->name() +
+                         "' is registered by two threads; names must be unique in a process");
+      }
+    }
+  }
   BATON_ASSIGN_OR_RETURN(auto w, CheckpointWriter::begin(host_.registry, {}));
   writer_.emplace(std::move(w));
+  main_checkpointed_ = false;
+  worker_freeze_us_.clear();
+  worker_freeze_error_.reset();
+  host_.workers.begin();  // each worker's L0 and snapshots, on its own thread
   return ok();
+}
+
+Result<bool> Incumbent::checkpoint_step() {
+  if (!main_checkpointed_) {
+    BATON_ASSIGN_OR_RETURN(main_checkpointed_, writer_->step());
+  }
+  if (!main_checkpointed_) return false;
+  if (host_.workers.count() == 0) return true;
+  return host_.workers.checkpoints_done();
 }
 
 Result<handoff::CheckpointReady> Incumbent::checkpoint_finish(int* fd) {
@@ -303,10 +331,19 @@ void Incumbent::checkpoint_drop() {
   writer_.reset();
   checkpoint_.reset();
   host_.registry.log().end_capture();
+  host_.workers.release(false);  // a worker still waiting at the freeze serves on
+  host_.workers.end();
 }
 
 Result<void> Incumbent::pump_deltas() {
   if (!stream_) return Error(ErrorKind::kState, "no delta stream");
+  if (worker_freeze_error_) return Error(ErrorKind::kAborted, worker_freeze_error_->message());
+  // The workers' deltas join the main thread's log, so one stream carries them in order.
+  if (host_.workers.count() != 0 && host_.registry.log().capturing()) {
+    if (auto r = host_.workers.drain_into(host_.registry.log()); !r.ok()) {
+      return Error(ErrorKind::kCapacity, r.error().message());
+    }
+  }
   auto r = stream_->pump();
   if (!r.ok() && r.error().kind() == ErrorKind::kCapacity) return r;
   if (!r.ok()) return successor_failure(std::move(r).error(), "streaming deltas");
@@ -359,12 +396,24 @@ std::optional<std::string> Incumbent::pending_abort() {
 std::vector<handoff::HandoffSocket> Incumbent::freeze() {
   freeze_deadline_us_ = monotonic_us() + host_.options.timeouts.freeze_us;
   frozen_ = host_.freeze_sockets();
+  if (host_.workers.count() != 0) {
+    // One freeze across threads: every worker stops and hands its sockets over, or the
+    // upgrade aborts (pump_deltas() says why) and they all serve on.
+    worker_freeze_us_.clear();
+    auto theirs = host_.workers.freeze(freeze_deadline_us_, &worker_freeze_us_);
+    if (!theirs.ok()) {
+      worker_freeze_error_ = std::move(theirs).error();
+      return frozen_;
+    }
+    frozen_.insert(frozen_.end(), theirs->begin(), theirs->end());
+  }
   return frozen_;
 }
 
 void Incumbent::unfreeze() {
   freeze_deadline_us_ = 0;
   frozen_.clear();
+  host_.workers.release(false);
   host_.idle_priority(false);
   host_.pause_listeners(false);
   if (host_.hooks) host_.hooks->unfreeze();
@@ -386,6 +435,7 @@ void Incumbent::timeline(const handoff::TimelineRecord& r) {
 
 void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms) {
   freeze_deadline_us_ = 0;
+  host_.workers.release(true);  // their sockets are the successor's: they stop
   host_.upgrade_outcome =
       "committed: generation " + std::to_string(machine_.generation()) + " serves as pid " +
       std::to_string(serving.pid) +

@@ -54,7 +54,12 @@ class Incumbent final : public handoff::IncumbentEnv {
   std::vector<handoff::SectionSchema> typed_sections() override;
   std::vector<handoff::SectionVersion> sections() override;
   Result<void> checkpoint_begin() override;
-  Result<bool> checkpoint_step() override { return writer_->step(); }
+  Result<bool> checkpoint_step() override;
+  uint32_t workers() override { return host_.workers.count(); }
+  std::vector<int> worker_segments(uint64_t* bytes) override {
+    return host_.workers.segment_fds(bytes);
+  }
+  std::vector<int64_t> worker_freeze_us() override { return worker_freeze_us_; }
   Result<handoff::CheckpointReady> checkpoint_finish(int* fd) override;
   void checkpoint_drop() override;
   Result<void> pump_deltas() override;
@@ -93,6 +98,9 @@ class Incumbent final : public handoff::IncumbentEnv {
   handoff::ControlChannel control_;
   std::optional<DeltaChannel> stream_;
   std::optional<CheckpointWriter> writer_;
+  bool main_checkpointed_ = false;  // writer_ is done; the workers may not be
+  std::vector<int64_t> worker_freeze_us_;
+  std::optional<Error> worker_freeze_error_;  // a worker that did not freeze in time
   std::optional<Checkpoint> checkpoint_;
   std::vector<handoff::HandoffSocket> frozen_;  // what freeze() returned, for the standby
   int64_t freeze_deadline_us_ = 0;              // while frozen: how long a send may wait for room

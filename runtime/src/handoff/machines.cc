@@ -77,6 +77,14 @@ std::string TimelineRecord::to_json() const {
         (i ? ",\"" : "\"") + std::to_string(i + 1) + "\":\"" + json_escape(discrepancies[i]) + "\"";
   }
   shadow += "}},\"digest\":\"" + json_escape(digest) + "\"";
+  if (!worker_blackout_us.empty()) {  // keyed by worker index, like the discrepancies
+    shadow += ",\"worker_blackout_us\":{";
+    for (size_t i = 0; i < worker_blackout_us.size(); ++i) {
+      shadow += (i ? ",\"" : "\"") + std::to_string(i + 1) +
+                "\":" + std::to_string(worker_blackout_us[i]);
+    }
+    shadow += "}";
+  }
   return "{\"generation\":" + std::to_string(generation) + ",\"outcome\":\"" +
          json_escape(outcome) + "\",\"reason\":\"" + json_escape(reason) + "\"," + nums + shadow +
          "}";
@@ -188,6 +196,13 @@ void IncumbentMachine::on_hello(const Hello& h) {
                    std::to_string(it->min_version) + ".." + std::to_string(it->max_version) +
                    ", this incumbent writes version " + std::to_string(mine.version));
     }
+  }
+  if (h.workers != env_.workers()) {
+    return abort("successor runs " + std::to_string(h.workers) +
+                 " worker threads besides the main one, this incumbent " +
+                 std::to_string(env_.workers()) +
+                 "; each thread's sections and sockets move to the same thread of the "
+                 "successor, so the count must match (change it with a restart)");
   }
   const std::vector<SectionSchema> typed = env_.typed_sections();
   const std::vector<SectionVersion> mine = env_.sections();
@@ -360,9 +375,11 @@ void IncumbentMachine::tick() {
       int fd = -1;
       auto ready = env_.checkpoint_finish(&fd);
       if (!ready.ok()) return abort("checkpoint failed: " + ready.error().to_string());
+      std::vector<int> fds = {fd};
+      for (int w : env_.worker_segments(&ready->bytes)) fds.push_back(w);
+      ready->worker_segments = static_cast<uint32_t>(fds.size() - 1);
       t_.checkpoint_bytes = ready->bytes;
       acked_lsn_ = ready->start_lsn;
-      const int fds[] = {fd};
       if (auto r = env_.send(ready.value(), fds); !r.ok()) {
         return abort("sending the checkpoint: " + r.error().to_string(), false);
       }
@@ -506,7 +523,8 @@ void IncumbentMachine::freeze() {
   fd_count_ = static_cast<uint32_t>(sockets.size());
   t_.deltas = env_.deltas_sent();
   t_.fds = fd_count_;
-  Frozen f{final_lsn_, fd_count_, t_.freeze_start_us, env_.carried_metrics()};
+  Frozen f{final_lsn_, fd_count_, t_.freeze_start_us, env_.carried_metrics(),
+           env_.worker_freeze_us()};
   if (auto r = env_.send(f, {}); !r.ok()) return abort("sending FROZEN: " + r.error().to_string());
   // Fd batches: at most kMaxFdsPerMessage fds and about half a message of state each. A
   // socket sent early (same id, same fd) moves by reference, without its fd. A state above
@@ -528,7 +546,7 @@ void IncumbentMachine::freeze() {
       const size_t more_fds = size_t{!early} + size_t{in_fd};
       if (fds.size() + more_fds > kMaxFdsPerMessage || bytes + size >= kMaxMessageBytes / 2) break;
       bytes += size;
-      batch.fds.push_back({s.tag, in_fd ? std::string() : s.state, s.id, early, in_fd});
+      batch.fds.push_back({s.tag, in_fd ? std::string() : s.state, s.id, early, in_fd, s.worker});
       if (!early) fds.push_back(s.fd);
       if (in_fd) {
         auto fd = env_.spill_state(s.state);
@@ -608,6 +626,7 @@ void SuccessorMachine::start() {
   Hello h;
   h.pid = pid_;
   h.sections = env_.readable_sections();
+  h.workers = env_.workers();
   if (auto r = env_.send(h); !r.ok()) return fail("sending HELLO: " + r.error().to_string(), false);
   phase_ = SuccessorPhase::kHello;
   deadline_us_ = env_.now_us() + timeouts_.hello_us;
@@ -616,11 +635,11 @@ void SuccessorMachine::start() {
 void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   if (phase_ == SuccessorPhase::kServing || phase_ == SuccessorPhase::kFailed) return;
   if (const auto* a = std::get_if<Abort>(&m)) return fail("incumbent aborted: " + a->reason, false);
-  const size_t expected_fds = std::holds_alternative<CheckpointReady>(m) ? 1
-                              : std::holds_alternative<FdBatch>(m) ? std::get<FdBatch>(m).attached()
-                              : std::holds_alternative<EarlyFds>(m)
-                                  ? std::get<EarlyFds>(m).fds.size()
-                                  : 0;
+  const size_t expected_fds =
+      std::holds_alternative<CheckpointReady>(m) ? 1 + std::get<CheckpointReady>(m).worker_segments
+      : std::holds_alternative<FdBatch>(m)       ? std::get<FdBatch>(m).attached()
+      : std::holds_alternative<EarlyFds>(m)      ? std::get<EarlyFds>(m).fds.size()
+                                                 : 0;
   if (fds.size() != expected_fds) {
     return fail(std::string(message_name(m)) + " came with " + std::to_string(fds.size()) +
                 " fds, expected " + std::to_string(expected_fds));
@@ -643,6 +662,18 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
     if (auto r = env_.send(Progress{0, 0, {}}); !r.ok()) {
       return fail("sending PROGRESS: " + r.error().to_string(), false);
     }
+    const auto& ready = std::get<CheckpointReady>(m);
+    if (ready.worker_segments != env_.workers()) {
+      return fail("the incumbent sent checkpoints of " + std::to_string(ready.worker_segments) +
+                  " worker threads; this successor runs " + std::to_string(env_.workers()));
+    }
+    if (ready.worker_segments != 0) {  // the workers' sections first: the stream names them
+      std::vector<UniqueFd> workers;
+      for (size_t i = 1; i < fds.size(); ++i) workers.push_back(std::move(fds[i]));
+      if (auto r = env_.restore_workers(std::move(workers)); !r.ok()) {
+        return fail("restore failed: " + r.error().to_string());
+      }
+    }
     auto restored = env_.restore(std::move(fds[0]));
     if (!restored.ok()) return fail("restore failed: " + restored.error().to_string());
     if (auto r = env_.send(restored.value()); !r.ok()) {
@@ -654,6 +685,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
   if (const auto* f = std::get_if<Frozen>(&m);
       f && phase_ == SuccessorPhase::kCatchUp && !frozen_) {
     frozen_ = *f;
+    env_.worker_freezes(f->worker_freeze_us);
     env_.adopt_metrics(f->metrics);
     frozen_->metrics.clear();
     deadline_us_ = env_.now_us() + timeouts_.freeze_us;
@@ -692,7 +724,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
         state = std::move(read).value();
       }
       if (!f.early) {
-        sockets_.push_back({sock.release(), f.tag, std::move(state), f.id, false});
+        sockets_.push_back({sock.release(), f.tag, std::move(state), f.id, false, f.worker});
         continue;
       }
       auto it = early_.find(f.id);

@@ -26,8 +26,9 @@ struct HandoffSocket {
   int fd = -1;
   std::string tag;
   std::string state;
-  uint64_t id = 0;     // its inode: matches a socket sent early to itself at the freeze
-  bool early = false;  // successor: it came in EARLY_FDS, ahead of the freeze
+  uint64_t id = 0;      // its inode: matches a socket sent early to itself at the freeze
+  bool early = false;   // successor: it came in EARLY_FDS, ahead of the freeze
+  uint16_t worker = 0;  // the worker thread it belongs to (0: the main thread)
 };
 
 using baton::LagPolicy;
@@ -48,6 +49,8 @@ struct TimelineRecord {
   uint64_t probes_sent = 0, probes_evaluated = 0, probe_mismatches = 0;
   std::vector<std::string> discrepancies;
   std::string digest;
+  /// With worker threads: each one's blackout, from its freeze to the successor serving.
+  std::vector<int64_t> worker_blackout_us;
   /// One JSON object on one line, no trailing newline.
   std::string to_json() const;
 };
@@ -83,6 +86,16 @@ class IncumbentEnv {
   virtual std::vector<SectionVersion> sections() = 0;
   /// The typed sections among them, with their schemas (for HELLO's check and WELCOME).
   virtual std::vector<SectionSchema> typed_sections() { return {}; }
+  /// Worker threads besides the main one (RuntimeOptions::worker_threads).
+  virtual uint32_t workers() { return 0; }
+  /// After checkpoint_finish(): every worker's sealed segment, in worker order, sent after
+  /// the main one; adds their bytes to `*bytes`.
+  virtual std::vector<int> worker_segments(uint64_t* bytes) {
+    (void)bytes;
+    return {};
+  }
+  /// After freeze(): when each worker thread froze.
+  virtual std::vector<int64_t> worker_freeze_us() { return {}; }
   virtual Result<void> checkpoint_begin() = 0;  // L0: deltas start to be captured
   virtual Result<bool> checkpoint_step() = 0;   // one bounded slice; true when done
   /// Seals the checkpoint; `fd` is the segment to send.
@@ -222,6 +235,15 @@ class SuccessorEnv {
     (void)theirs;
     return ok();
   }
+  /// Worker threads besides the main one: the incumbent must run as many.
+  virtual uint32_t workers() { return 0; }
+  /// Restores each worker's segment into its registry (in worker order), before restore().
+  virtual Result<void> restore_workers(std::vector<UniqueFd> fds) {
+    (void)fds;
+    return Error(ErrorKind::kState, "this successor has no worker threads");
+  }
+  /// FROZEN's worker freeze instants, for the timeline's per-thread blackout.
+  virtual void worker_freezes(const std::vector<int64_t>& at_us) { (void)at_us; }
   /// Restores every section from the segment `fd`.
   virtual Result<Restored> restore(UniqueFd fd) = 0;
   /// Applies whatever delta frames have arrived; returns the last applied LSN.

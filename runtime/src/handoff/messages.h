@@ -56,6 +56,7 @@ struct Hello {
   std::vector<SectionRange> sections;
   /// The newest version the successor speaks; 0 from a version-4 build (= protocol_version).
   uint32_t max_protocol_version = kProtocolVersion;
+  uint32_t workers = 0;  // worker threads besides the main one
   bool operator==(const Hello&) const = default;
 };
 
@@ -71,6 +72,7 @@ struct Welcome {
 struct CheckpointReady {
   uint64_t start_lsn = 0;
   uint64_t bytes = 0;
+  uint32_t worker_segments = 0;  // segment fds attached after the main one, one per worker
   bool operator==(const CheckpointReady&) const = default;
 };
 
@@ -87,6 +89,7 @@ struct Frozen {
   /// The sender's counters and histograms (Metrics::carried()), for the receiver to
   /// continue: the server is frozen, so they are final. Empty from an older build.
   std::vector<std::pair<std::string, double>> metrics;
+  std::vector<int64_t> worker_freeze_us;  // when each worker thread froze
   bool operator==(const Frozen&) const = default;
 };
 
@@ -98,6 +101,7 @@ struct HandedFd {
   /// In FdBatch (protocol 6): `state` is empty and the state travels in a sealed memfd,
   /// attached right after the socket's own fd (or alone, for an early socket).
   bool state_fd = false;
+  uint16_t worker = 0;  // the worker thread that served it; 0: the main thread
   bool operator==(const HandedFd&) const = default;
 };
 

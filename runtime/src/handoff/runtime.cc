@@ -398,6 +398,7 @@ class Runtime::Impl {
     if (pending_timeline_) {
       handoff::TimelineRecord& r = *pending_timeline_;
       r.blackout_us = r.blackout_us ? served_at_us_ - r.blackout_us : 0;
+      for (int64_t& w : r.worker_blackout_us) w = w ? served_at_us_ - w : 0;
       r.total_us = r.total_us ? served_at_us_ - r.total_us : 0;
       host_.write_timeline(r);
       pending_timeline_.reset();
@@ -427,6 +428,16 @@ Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeO
   run_reaper_if_asked();  // PID 1 re-executed after a handoff never returns from here
   const char* spec = std::getenv("BATON_FAILPOINTS");
   BATON_ASSIGN_OR_RETURN(FailPoints fp, FailPoints::parse(spec ? spec : ""));
+  if (options.worker_threads > kMaxWorkers) {
+    return Error(ErrorKind::kInvalidArgument, "RuntimeOptions::worker_threads is " +
+                                                  std::to_string(options.worker_threads) +
+                                                  "; at most " + std::to_string(kMaxWorkers));
+  }
+  if (options.worker_threads > 0 && options.probation_ms > 0) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "RuntimeOptions::probation_ms with worker_threads is not supported yet: the "
+                 "standby's reverse stream carries one thread's deltas (set one of them to 0)");
+  }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(fp));
   BATON_TRY(impl->init(argc, argv));
   impl->is_successor_ = impl->successor_ != nullptr;
@@ -436,6 +447,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeO
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 Registry& Runtime::registry() { return impl_->host_.registry; }
+Worker& Runtime::worker(unsigned index) { return impl_->host_.workers.at(index); }
 Metrics& Runtime::metrics() { return impl_->host_.metrics; }
 bool Runtime::is_successor() const { return impl_->is_successor_; }
 uint64_t Runtime::generation() const { return impl_->host_.generation; }

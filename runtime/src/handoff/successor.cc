@@ -88,12 +88,30 @@ Result<void> Successor::send(const Message& m) {
 std::vector<handoff::SectionRange> Successor::readable_sections() {
   std::vector<handoff::SectionRange> out;
   for (Section* s : host_.registry.sections()) out.push_back(readable_range(*s));
+  for (Section* s : host_.workers.sections()) out.push_back(readable_range(*s));
   return out;
+}
+
+Result<void> Successor::restore_workers(std::vector<UniqueFd> fds) {
+  // Worker threads have not started (take_over() comes first), so this thread may fill
+  // their sections.
+  worker_restores_.clear();
+  for (unsigned i = 0; i < fds.size(); ++i) {
+    auto r = restore_checkpoint(fds[i].get(), host_.workers.at(i + 1).registry());
+    if (!r.ok()) {
+      return Error(r.error().kind(),
+                   "worker " + std::to_string(i + 1) + "'s checkpoint: " + r.error().message());
+    }
+    for (const std::string& note : r->notes)
+      host_.say("worker " + std::to_string(i + 1) + ": " + note);
+    worker_restores_.push_back(std::move(r).value());
+  }
+  return ok();
 }
 
 Result<void> Successor::check_schemas(const std::vector<handoff::SectionSchema>& theirs) {
   for (const handoff::SectionSchema& t : theirs) {
-    Section* s = host_.registry.find(t.name);
+    Section* s = host_.find_section(t.name);
     if (s == nullptr || s->typed_schema() == nullptr) continue;  // HELLO's check names these
     // Another version is a breaking change with migrations, which convert the records.
     if (t.version != s->schema_version()) continue;
@@ -122,6 +140,8 @@ Result<handoff::Restored> Successor::restore(UniqueFd fd) {
   };
   BATON_ASSIGN_OR_RETURN(RestoreResult r, restore_checkpoint(fd.get(), host_.registry, options));
   for (const std::string& note : r.notes) host_.say(note);
+  // One stream carries every thread's deltas.
+  if (!worker_restores_.empty()) r = merge_restores(std::move(r), worker_restores_);
   DeltaReplayer replayer(r);
   // Shadow probes, evaluated at their place in the replay (docs/protocol.md).
   replayer.on_probe([this](const DeltaView& d) { host_.shadow.evaluate(d); });
@@ -146,7 +166,7 @@ void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff
                       bool incumbent_gone) {
   for (handoff::HandoffSocket& s : sockets) {
     if (host_.adopt_runtime_listener(s.tag, s.fd)) continue;
-    inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), s.early});
+    inherited_.push_back({UniqueFd(s.fd), std::move(s.tag), std::move(s.state), s.early, s.worker});
   }
   if (commit.generation != 0) host_.generation = commit.generation;
   // The timeline is written when the server calls serving(): only then has it taken its
@@ -159,7 +179,8 @@ void Successor::serve(std::vector<handoff::HandoffSocket> sockets, const handoff
   r.spawn_us = t.spawn_us;
   r.checkpoint_us = t.checkpoint_us;
   r.catchup_us = t.catchup_us;
-  r.blackout_us = t.freeze_start_us;  // a start time until serving() subtracts it
+  r.blackout_us = t.freeze_start_us;       // a start time until serving() subtracts it
+  r.worker_blackout_us = worker_freezes_;  // start times too
   r.total_us = t.start_us;
   r.checkpoint_bytes = t.checkpoint_bytes;
   r.deltas = t.deltas;

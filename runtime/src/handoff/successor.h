@@ -43,6 +43,9 @@ class Successor final : public handoff::SuccessorEnv {
   Result<void> check_schemas(const std::vector<handoff::SectionSchema>& theirs) override;
   std::vector<handoff::SectionRange> readable_sections() override;
   Result<handoff::Restored> restore(UniqueFd fd) override;
+  uint32_t workers() override { return host_.workers.count(); }
+  Result<void> restore_workers(std::vector<UniqueFd> fds) override;
+  void worker_freezes(const std::vector<int64_t>& at_us) override { worker_freezes_ = at_us; }
   Result<uint64_t> replay_available() override;
   void early_socket(int fd, std::string_view tag) override;
   void early_socket_withdrawn(int fd) override;
@@ -65,6 +68,8 @@ class Successor final : public handoff::SuccessorEnv {
   std::optional<DeltaChannel> stream_;
   EarlySockets* early_sink_ = nullptr;
   std::vector<InheritedSocket> inherited_;
+  std::vector<RestoreResult> worker_restores_;  // in worker order
+  std::vector<int64_t> worker_freezes_;
   std::optional<handoff::TimelineRecord> pending_timeline_;
   std::optional<ProbationStart> probation_start_;
   std::string failure_;

@@ -131,6 +131,29 @@ std::string DeltaLog::take_frame() {
   return frame;
 }
 
+Result<void> DeltaLog::append_frame(std::string_view frame) {
+  BATON_ASSIGN_OR_RETURN(FrameView f, decode_frame(frame));
+  uint64_t writes = 0;
+  BATON_TRY(for_each_delta(f, [&](const DeltaView& d) -> Result<void> {
+    if (d.section != kProbeSection) ++writes;
+    return ok();
+  }));
+  last_lsn_ += f.count;
+  if (overflowed_) return ok();
+  if (pending_count_ == 0) pending_first_lsn_ = last_lsn_ - f.count + 1;
+  pending_.append(f.payload);  // records carry no LSN: theirs is their place in the frame
+  pending_count_ += f.count;
+  pending_writes_ += writes;
+  if (pending_.size() > limit_bytes_) {
+    overflowed_ = true;
+    pending_.clear();
+    pending_.shrink_to_fit();
+    pending_count_ = 0;
+    pending_writes_ = 0;
+  }
+  return ok();
+}
+
 Result<size_t> frame_size(std::string_view bytes, size_t max_frame_bytes) {
   if (bytes.size() < 12) return size_t{0};
   auto magic = get_le<uint32_t>(bytes.data());
