@@ -5,9 +5,11 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -22,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "../common/net.h"
@@ -96,6 +99,8 @@ const char* reason(int status) {
       return "Method Not Allowed";
     case 413:
       return "Payload Too Large";
+    case 421:
+      return "Misdirected Request";
     case 429:
       return "Too Many Requests";
     default:
@@ -109,11 +114,17 @@ const char* reason(int status) {
 // clock, so a successor replaying the deltas ends with exactly these records.
 class Sessions {
  public:
-  Sessions(Registry& registry, uint32_t rate_limit)
-      : sessions_("sessions", 1),
-        limits_("limits", 1),
-        stats_("stats", 1),
-        rate_limit_(rate_limit) {
+  // `shard` k of `shards` (0 of 0: the only one): with worker threads each thread owns the
+  // ids that hash to it, in sections named "sessions.k", and answers 421 for the others.
+  Sessions(Registry& registry, uint32_t rate_limit, unsigned shard = 0, unsigned shards = 0,
+           std::vector<uint16_t> ports = {})
+      : sessions_(suffixed("sessions", shard), 1),
+        limits_(suffixed("limits", shard), 1),
+        stats_(suffixed("stats", shard), 1),
+        rate_limit_(rate_limit),
+        shard_(shard),
+        shards_(shards),
+        ports_(std::move(ports)) {
     for (Section* s : std::initializer_list<Section*>{&sessions_, &limits_, &stats_}) {
       if (auto r = registry.add(*s); !r.ok()) {
         std::fprintf(stderr, "sessiond: %s\n", r.error().to_string().c_str());
@@ -138,6 +149,7 @@ class Sessions {
     if (parts.size() >= 2 && parts[0] == "sessions") {
       if (!valid_id(parts[1])) return {400, "a session id is 1 to 64 of [A-Za-z0-9_.-]\n"};
       const std::string id(parts[1]);
+      if (Reply r; misdirected(id, &r)) return r;
       if (parts.size() == 3 && parts[2] == "hit") {
         if (method != http::verb::post) return {405, "POST /sessions/{id}/hit\n"};
         return hit(id);
@@ -157,6 +169,7 @@ class Sessions {
     }
     if (parts.size() == 2 && parts[0] == "limits") {
       if (!valid_id(parts[1])) return {400, "a client name is 1 to 64 of [A-Za-z0-9_.-]\n"};
+      if (Reply r; misdirected(parts[1], &r)) return r;
       if (method != http::verb::post) return {405, "POST /limits/{client}\n"};
       return take(std::string(parts[1]));
     }
@@ -164,8 +177,27 @@ class Sessions {
   }
 
   void count_bad_request() { (void)stats_.add("bad_requests", 1); }
+  void set_ports(std::vector<uint16_t> ports) { ports_ = std::move(ports); }
+
+  /// The worker that owns `id`: 1 to `shards` (FNV-1a, so every build agrees); 0 without
+  /// workers.
+  static unsigned owner(std::string_view id, unsigned shards) {
+    uint32_t h = 2166136261u;
+    for (char c : id) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+    return shards == 0 ? 0 : 1 + h % shards;
+  }
 
  private:
+  static std::string suffixed(const char* name, unsigned shard) {
+    return shard == 0 ? name : std::string(name) + "." + std::to_string(shard);
+  }
+  bool misdirected(std::string_view id, Reply* r) const {
+    const unsigned w = owner(id, shards_);
+    if (w == shard_) return false;
+    *r = {421, "'" + std::string(id) + "' belongs to worker " + std::to_string(w) + ", port " +
+                   std::to_string(ports_.at(w - 1)) + "\n"};
+    return true;
+  }
   Reply put(const std::string& id, std::string_view user) {
     if (user.size() > 256) return {400, "a user name is at most 256 bytes\n"};
     const bool existed = sessions_.contains(id);
@@ -222,6 +254,7 @@ class Sessions {
   }
   std::string stats_json() const {
     std::string out = "{\"schema\":" + std::to_string(SESSIOND_SCHEMA) +
+                      ",\"worker\":" + std::to_string(shard_) +
                       ",\"sessions\":" + std::to_string(sessions_.size());
     for (const char* f : {"requests", "bad_requests", "sessions_created"}) {
       out += std::string(",\"") + f + "\":" + std::to_string(count(f));
@@ -238,10 +271,14 @@ class Sessions {
   Table<sessiond::Limit> limits_;
   Cell stats_;
   uint32_t rate_limit_;
+  unsigned shard_, shards_;
+  std::vector<uint16_t> ports_;  // each worker's, for a 421's pointer
 };
 
 // One thread's event loop: edge-triggered epoll over its listeners and connections.
-class Server final : public UpgradeHooks, public EarlySockets {
+// In the main thread (no workers) its hooks are UpgradeHooks; on a worker thread the same
+// freeze() and unfreeze() are that thread's WorkerHooks.
+class Server final : public UpgradeHooks, public WorkerHooks, public EarlySockets {
  public:
   Server(Runtime& rt, Sessions& sessions) : rt_(rt), sessions_(sessions) {
     ep_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
@@ -274,29 +311,19 @@ class Server final : public UpgradeHooks, public EarlySockets {
 
   // Serves until committed (the successor took over) or SIGTERM/SIGINT on `signals`.
   int run(int signals) {
-    epoll_event sig{EPOLLIN, {.fd = signals}};
-    ::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, signals, &sig);
-    epoll_event rt{EPOLLIN, {.fd = rt_.poll_fd()}};
-    ::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, rt_.poll_fd(), &rt);
-    while (!done_) {
-      epoll_event ev[256];
-      const int n = ::epoll_wait(ep_.get(), ev, 256, rt_.service_interval_ms());
-      for (int i = 0; i < n; ++i) {
-        const int fd = ev[i].data.fd;
-        if (fd == signals) {
-          std::fprintf(stderr, "sessiond[%d]: stopping\n", ::getpid());
-          return 0;
-        }
-        if (fd == rt_.poll_fd() || frozen_) continue;  // frozen: the kernel keeps the bytes
-        if (is_listener(fd)) {
-          accept_from(fd);
-        } else {
-          serve(fd);
-        }
-      }
-      rt_.service();
-    }
-    return 0;
+    return loop(
+        rt_.poll_fd(), signals, [this] { return rt_.service_interval_ms(); },
+        [this] {
+          rt_.service();
+          return !done_;
+        });
+  }
+  // A worker thread's loop: until committed (service() returns false) or `stop` is
+  // readable (the main thread's SIGTERM).
+  void run_worker(Worker& w, int stop) {
+    loop(
+        w.poll_fd(), stop, [&w] { return w.service_interval_ms(); },
+        [this, &w] { return w.service(*this); });
   }
 
   // --- UpgradeHooks: sockets go early, then the loop stops reading and accepting.
@@ -327,6 +354,36 @@ class Server final : public UpgradeHooks, public EarlySockets {
     bool closing = false;
     uint64_t serial = 0;
   };
+
+  // Edge-triggered epoll over this thread's sockets, `wake` (the runtime's fd, served by
+  // `service`, which returns false when this loop is done) and `stop`.
+  template <typename Interval, typename Service>
+  int loop(int wake, int stop, Interval interval, Service service) {
+    epoll_event s{EPOLLIN, {.fd = stop}};
+    ::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, stop, &s);
+    epoll_event w{EPOLLIN, {.fd = wake}};
+    ::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, wake, &w);
+    for (;;) {
+      epoll_event ev[256];
+      const int n = ::epoll_wait(ep_.get(), ev, 256, accept_more_.empty() ? interval() : 0);
+      for (int i = 0; i < n; ++i) {
+        const int fd = ev[i].data.fd;
+        if (fd == stop) return 0;
+        if (fd == wake || frozen_) continue;  // frozen: the kernel keeps the bytes
+        if (is_listener(fd)) {
+          accept_from(fd);
+        } else {
+          serve(fd);
+        }
+      }
+      if (!frozen_ && !accept_more_.empty()) {
+        std::vector<int> more;
+        more.swap(accept_more_);
+        for (int l : more) accept_from(l);
+      }
+      if (!service()) return 0;
+    }
+  }
 
   void watch(int fd) {
     epoll_event ev{EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, {.fd = fd}};
@@ -363,6 +420,9 @@ class Server final : public UpgradeHooks, public EarlySockets {
       (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       add(UniqueFd(fd), false);
     }
+    // 256 per turn, so that a storm of connections cannot starve the served ones; the
+    // listener is edge-triggered, so the rest of its backlog is taken next turn.
+    accept_more_.push_back(listener);
   }
   std::vector<FrozenSocket> sockets(bool with_state) {
     std::vector<FrozenSocket> out;
@@ -474,10 +534,115 @@ class Server final : public UpgradeHooks, public EarlySockets {
   UniqueFd ep_;
   std::vector<UniqueFd> listeners_;
   std::map<int, Conn> conns_;
+  std::vector<int> accept_more_;  // listeners whose backlog may hold more
   uint64_t serials_ = 0;
   bool frozen_ = false;
   bool done_ = false;
 };
+
+// The main thread with worker threads: it serves no socket itself, only the runtime.
+class MainHooks final : public UpgradeHooks {
+ public:
+  std::vector<FrozenSocket> freeze() override { return {}; }
+  void unfreeze() override {}
+  void committed() override { done = true; }
+  bool done = false;
+};
+
+uint16_t local_port(int fd) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return 0;
+  return ntohs(a.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&a)->sin6_port
+                                       : reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+}
+
+// --workers N: N threads, each with its own listener (its own port), connections and
+// shard of the sessions (the ids that hash to it; the others get a 421 naming the right
+// port). The main thread runs the runtime only.
+int serve_with_workers(Runtime& rt, std::map<std::string, std::string>& flag, unsigned n,
+                       uint32_t rate_limit, int signals) {
+  std::vector<std::unique_ptr<Sessions>> shards;
+  std::vector<std::unique_ptr<Server>> servers;
+  std::vector<std::vector<InheritedSocket>> sockets(n);
+  for (unsigned k = 1; k <= n; ++k) {
+    shards.push_back(std::make_unique<Sessions>(rt.worker(k).registry(), rate_limit, k, n));
+    servers.push_back(std::make_unique<Server>(rt, *shards.back()));
+  }
+  std::vector<uint16_t> ports(n, 0);
+  if (rt.is_successor()) {  // every worker's sections restored, one stream replayed
+    auto inherited = rt.take_over();
+    if (!inherited.ok()) {
+      return std::fprintf(stderr, "sessiond: %s\n", inherited.error().to_string().c_str()), 1;
+    }
+    for (InheritedSocket& s : *inherited) {
+      if (s.worker < 1 || s.worker > n) {
+        std::fprintf(stderr, "sessiond: an inherited socket of worker %u, of %u: closed\n",
+                     s.worker, n);
+        continue;
+      }
+      if (s.tag == "listener") ports[s.worker - 1] = local_port(s.fd.get());
+      sockets[s.worker - 1].push_back(std::move(s));
+    }
+  } else {
+    const long base = std::atol(flag["--port"].c_str());
+    for (unsigned k = 1; k <= n; ++k) {
+      const auto want = static_cast<uint16_t>(base == 0 ? 0 : base + k - 1);
+      auto tcp = sample::listen_tcp(flag["--bind"], want, &ports[k - 1]);
+      if (!tcp.ok()) {
+        return std::fprintf(stderr, "sessiond: %s\n", tcp.error().to_string().c_str()), 2;
+      }
+      sockets[k - 1].push_back({std::move(tcp).value(), "listener", "", false, k});
+    }
+    if (!flag["--port-file"].empty()) {
+      std::ofstream out(flag["--port-file"]);
+      for (uint16_t p : ports) out << p << " ";
+      out << "\n";
+    }
+    std::fprintf(stderr, "sessiond[%d]: schema %d, %u workers\n", ::getpid(), SESSIOND_SCHEMA, n);
+  }
+  for (auto& s : shards) s->set_ports(ports);
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  std::atomic<unsigned> ready{0};
+  std::vector<std::thread> threads;
+  for (unsigned k = 1; k <= n; ++k) {
+    threads.emplace_back([&, k] {
+      Server& server = *servers[k - 1];
+      for (InheritedSocket& s : sockets[k - 1]) {
+        if (s.tag == "listener") {
+          server.listen_on(std::move(s.fd));
+        } else {
+          server.adopt(std::move(s.fd), s.state);
+        }
+      }
+      ++ready;
+      server.run_worker(rt.worker(k), stop.get());
+    });
+  }
+  // The blackout ends when every worker has its sockets back in its loop.
+  for (int i = 0; i < 10'000 && ready < n; ++i) ::usleep(100);
+  MainHooks hooks;
+  rt.serving(hooks);
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  epoll_event sig{EPOLLIN, {.fd = signals}}, wake{EPOLLIN, {.fd = rt.poll_fd()}};
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, signals, &sig);
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, rt.poll_fd(), &wake);
+  while (!hooks.done) {
+    epoll_event ev[4];
+    const int got = ::epoll_wait(ep.get(), ev, 4, rt.service_interval_ms());
+    bool stopping = false;
+    for (int i = 0; i < got; ++i) stopping |= ev[i].data.fd == signals;
+    if (stopping) {
+      std::fprintf(stderr, "sessiond[%d]: stopping\n", ::getpid());
+      const uint64_t one = 1;
+      (void)!::write(stop.get(), &one, sizeof one);
+      break;
+    }
+    rt.service();
+  }
+  for (auto& t : threads) t.join();  // committed: each worker's service() returned false
+  return 0;
+}
 
 int main(int argc, char** argv) {
   sample::raise_fd_limit();
@@ -488,16 +653,22 @@ int main(int argc, char** argv) {
                                      {"--pidfile", ""},
                                      {"--event-log", ""},
                                      {"--control", ""},
-                                     {"--rate-limit", "100"}},
-                                    {"--port", "--rate-limit"});
+                                     {"--rate-limit", "100"},
+                                     {"--workers", "0"}},
+                                    {"--port", "--rate-limit", "--workers"});
   if (!parsed.ok()) {
     return std::fprintf(stderr, "sessiond: %s\n", parsed.error().message().c_str()), 2;
   }
   auto& flag = parsed.value();
   const long port = std::atol(flag["--port"].c_str());
   const long rate_limit = std::atol(flag["--rate-limit"].c_str());
-  if (port > 65535 || rate_limit < 1) {
-    return std::fprintf(stderr, "sessiond: --port is 0..65535, --rate-limit at least 1\n"), 2;
+  const long workers = std::atol(flag["--workers"].c_str());
+  if (port > 65535 || rate_limit < 1 || workers > static_cast<long>(kMaxWorkers)) {
+    return std::fprintf(stderr,
+                        "sessiond: --port is 0..65535, --rate-limit at least 1, --workers 0..%u "
+                        "(0: one thread)\n",
+                        kMaxWorkers),
+           2;
   }
   // SIGTERM and SIGINT end the loop; SIGUSR2 is the runtime's (blocked before it starts).
   sigset_t stop;
@@ -511,8 +682,13 @@ int main(int argc, char** argv) {
   opt.pidfile = flag["--pidfile"];
   opt.event_log = flag["--event-log"];
   opt.control_socket = flag["--control"];
+  opt.worker_threads = static_cast<unsigned>(workers);
   auto rt = Runtime::create(argc, argv, opt);
   if (!rt.ok()) return std::fprintf(stderr, "sessiond: %s\n", rt.error().to_string().c_str()), 2;
+  if (workers > 0)
+    return serve_with_workers(**rt, flag, static_cast<unsigned>(workers),
+                              static_cast<uint32_t>(rate_limit), signals.get());
+
   Sessions sessions((*rt)->registry(), static_cast<uint32_t>(rate_limit));
   Server server(**rt, sessions);
 

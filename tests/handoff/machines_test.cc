@@ -166,6 +166,30 @@ TEST(IncumbentMachine, TypedAgainstUntypedIsRefusedAtHelloAndSchemasGoInWelcome)
   EXPECT_EQ(m.phase(), IncumbentPhase::kCheckpointing);
   ASSERT_EQ(env.sent_of<Welcome>().size(), 1u);
   EXPECT_EQ(env.sent_of<Welcome>()[0]->schemas, env.typed);
+  // The checkpoint is written meanwhile, but no state goes before the successor accepts.
+  for (int i = 0; i < 10; ++i) m.tick();
+  EXPECT_TRUE(env.sent_of<CheckpointReady>().empty()) << "held until the schemas are accepted";
+  m.on_message(Progress{0, 0, {}});
+  m.tick();
+  EXPECT_EQ(env.sent_of<CheckpointReady>().size(), 1u);
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCatchUp);
+}
+
+TEST(IncumbentMachine, ASuccessorThatNeverAcceptsTheSchemasIsAbortedAtTheHelloDeadline) {
+  FakeIncumbent env;
+  env.typed = {{"kv", 2, 0x1234, "nodes"}};
+  IncumbentMachine m(env, 1);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  Hello h = good_hello();
+  h.sections[0].type_id = 0x1234;
+  m.on_message(h);
+  for (int i = 0; i < 5; ++i) m.tick();
+  env.now += Timeouts{}.hello_us + 1;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("did not accept the typed sections' schemas"), std::string::npos)
+      << m.last_abort();
+  EXPECT_TRUE(env.sent_of<CheckpointReady>().empty());
 }
 
 TEST(IncumbentMachine, EveryPhaseHasADeadline) {
@@ -736,6 +760,16 @@ TEST(SuccessorMachine, CheckpointsOfAnotherWorkerCountFailTheRestore) {
       << std::get<Abort>(env.sent.back()).reason;
 }
 
+TEST(SuccessorMachine, AcceptedSchemasAreAcknowledgedSoTheCheckpointMayCome) {
+  FakeSuccessor env;
+  SuccessorMachine s(env, 1);
+  s.start();
+  s.on_message(Welcome{kProtocolVersion, 5, {}, {{"kv", 2, 0x1234, "nodes"}}}, {});
+  EXPECT_EQ(s.phase(), SuccessorPhase::kAwaitCheckpoint);
+  ASSERT_EQ(env.sent.size(), 2u);
+  EXPECT_EQ(std::get<Progress>(env.sent[1]), (Progress{0, 0, {}}));
+}
+
 TEST(SuccessorMachine, AnIncompatibleSchemaFailsAtWelcomeBeforeAnyStateMoves) {
   FakeSuccessor env;
   env.schema_refusal = "typed section 'kv' (Session): not compatible";
@@ -746,6 +780,7 @@ TEST(SuccessorMachine, AnIncompatibleSchemaFailsAtWelcomeBeforeAnyStateMoves) {
   EXPECT_EQ(s.phase(), SuccessorPhase::kFailed);
   EXPECT_EQ(env.schemas_checked, w.schemas);
   ASSERT_TRUE(std::holds_alternative<Abort>(env.sent.back()));
+  EXPECT_EQ(env.sent.size(), 2u) << "HELLO, then ABORT: no PROGRESS accepting them";
   EXPECT_NE(std::get<Abort>(env.sent.back()).reason.find("typed section 'kv'"), std::string::npos);
   // No checkpoint was asked for or taken: the next message is ignored.
   s.on_message(CheckpointReady{100, 4096}, fds(1));

@@ -15,7 +15,9 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -136,70 +138,115 @@ constexpr int kSessions = 100;
 constexpr int kIdle = 500;
 constexpr int kUpgrades = 10;
 
-TEST(Sessiond, TenUpgradesV1ToV2AndBackUnderH2loadLoseNoRequestConnectionOrCount) {
+// sessiond's shard function (main.cc, Sessions::owner): FNV-1a of the id.
+unsigned owner(const std::string& id, unsigned workers) {
+  uint32_t h = 2166136261u;
+  for (char c : id) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return workers == 0 ? 0 : h % workers;  // an index into the ports
+}
+
+// Ten upgrades v1 to v2 and back under h2load with 500 idle connections, then every count
+// checked against what the clients saw. `workers` 0: one thread and one port; else that
+// many worker threads, each with its port and its shard of the sessions.
+void ten_upgrades_under_load(unsigned workers) {
   ASSERT_TRUE(std::filesystem::exists("/usr/bin/h2load"))
       << "h2load (Debian nghttp2-client) is missing: run tools/test.sh, which installs it";
-  Sessiond s(SESSIOND_V1_BIN);
+  std::vector<std::string> args;
+  if (workers > 0) args = {"--workers", std::to_string(workers)};
+  InstalledServer s("sessiond", SESSIOND_V1_BIN, args);
   ASSERT_GT(s.port(), 0) << s.log();
-  HttpConn admin(s.port());
-  ASSERT_TRUE(admin.connected());
-  for (int i = 0; i < kSessions; ++i) {
-    ASSERT_EQ(
-        admin.request("PUT", "/sessions/s" + std::to_string(i), "user" + std::to_string(i)).status,
-        201);
+  std::vector<int> ports;
+  {
+    std::istringstream in(testing::slurp(s.dir() + "/port"));
+    for (int p; in >> p;) ports.push_back(p);
   }
-  // 500 idle keep-alive connections, each proven to be a live HTTP connection first.
+  ASSERT_EQ(ports.size(), std::max(workers, 1u)) << testing::slurp(s.dir() + "/port");
+  std::vector<std::unique_ptr<HttpConn>> admin;
+  for (int p : ports) {
+    admin.push_back(std::make_unique<HttpConn>(p));
+    ASSERT_TRUE(admin.back()->connected());
+  }
+  auto id = [](int i) { return "s" + std::to_string(i); };
+  auto at = [&](int i) -> HttpConn& { return *admin[owner(id(i), workers)]; };
+  for (int i = 0; i < kSessions; ++i) {
+    ASSERT_EQ(at(i).request("PUT", "/sessions/" + id(i), "user" + std::to_string(i)).status, 201);
+  }
+  if (workers > 0) {  // a session asked of the wrong thread: 421, naming the right port
+    const int i = 0, wrong = (owner(id(i), workers) + 1) % workers;
+    Response r = admin[wrong]->request("GET", "/sessions/" + id(i));
+    EXPECT_EQ(r.status, 421);
+    EXPECT_NE(r.body.find("port " + std::to_string(ports[owner(id(i), workers)])),
+              std::string::npos)
+        << r.body;
+  }
+  // 500 idle keep-alive connections over every port, each proven live first.
   std::vector<std::unique_ptr<HttpConn>> idle;
   for (int i = 0; i < kIdle; ++i) {
-    idle.push_back(std::make_unique<HttpConn>(s.port()));
+    idle.push_back(std::make_unique<HttpConn>(ports[i % ports.size()]));
     ASSERT_TRUE(idle.back()->connected()) << "idle connection " << i;
   }
   for (auto& c : idle) ASSERT_EQ(c->request("GET", "/stats").status, 200);
 
-  // h2load --h1: 50 keep-alive connections hitting every session in turn, in runs of
-  // 20,000 requests back to back until the upgrades are done. Each run completes, so each
-  // summary is exact (a run cut short by -D leaves requests served but not counted).
-  const std::string uris = s.dir() + "/uris", body = s.dir() + "/body";
-  {
-    std::ofstream u(uris);
-    for (int i = 0; i < kSessions; ++i)
-      u << "http://127.0.0.1:" << s.port() << "/sessions/s" << i << "/hit\n";
-    std::ofstream(body) << "x";  // h2load -d maps the file: it must not be empty
-  }
+  // h2load --h1 per port: 50 keep-alive connections (split over the ports) hitting every
+  // session of that port's shard in turn, in runs of 20,000 requests back to back until the
+  // upgrades are done. Each run completes, so each summary is exact (a run cut short by -D
+  // leaves requests served but not counted).
+  const std::string body = s.dir() + "/body";
+  std::ofstream(body) << "x";  // h2load -d maps the file: it must not be empty
   std::atomic<bool> upgrades_done{false};
+  std::mutex mu;
   std::map<std::string, long> sum;
   std::string failures;
   int runs = 0;
-  std::thread load([&] {
-    while (runs == 0 || !upgrades_done) {
-      const std::string out_path = s.dir() + "/h2load." + std::to_string(runs) + ".out";
-      const pid_t p = testing::spawn_process(
-          {"/usr/bin/h2load", "--h1", "-c", "50", "-m", "1", "-n", "20000", "-i", uris, "-d", body},
-          out_path);
-      const int status = p > 0 ? testing::wait_process(p, 300) : -1;
-      const std::string out = testing::slurp(out_path);
-      auto run = h2load_summary(out);
-      ++runs;
-      if (status != 0 || run.size() != 10) {
-        failures += "h2load run " + std::to_string(runs) + " (status " + std::to_string(status) +
-                    "):\n" + out;
-        return;
+  std::vector<std::thread> load;
+  for (size_t p = 0; p < ports.size(); ++p) {
+    const std::string uris = s.dir() + "/uris." + std::to_string(p);
+    {
+      std::ofstream u(uris);
+      for (int i = 0; i < kSessions; ++i) {
+        if (owner(id(i), workers) == p)
+          u << "http://127.0.0.1:" << ports[p] << "/sessions/" << id(i) << "/hit\n";
       }
-      for (auto& [k, v] : run) sum[k] += v;
     }
-  });
+    const std::string conns = std::to_string(50 / ports.size());
+    load.emplace_back([&, p, uris, conns] {
+      for (int n = 0; n == 0 || !upgrades_done; ++n) {
+        const std::string out_path = uris + ".h2load." + std::to_string(n);
+        const pid_t pid = testing::spawn_process({"/usr/bin/h2load", "--h1", "-c", conns, "-m", "1",
+                                                  "-n", "20000", "-i", uris, "-d", body},
+                                                 out_path);
+        const int status = pid > 0 ? testing::wait_process(pid, 300) : -1;
+        const std::string out = testing::slurp(out_path);
+        auto run = h2load_summary(out);
+        std::lock_guard lock(mu);
+        ++runs;
+        if (status != 0 || run.size() != 10) {
+          failures += "h2load on port " + std::to_string(ports[p]) + " (status " +
+                      std::to_string(status) + "):\n" + out;
+          return;
+        }
+        for (auto& [k, v] : run) sum[k] += v;
+      }
+    });
+  }
   struct JoinAtExit {  // an assertion below returns early: stop the load first
     std::atomic<bool>& done;
-    std::thread& t;
+    std::vector<std::thread>& t;
     ~JoinAtExit() {
       done = true;
-      if (t.joinable()) t.join();
+      for (auto& x : t)
+        if (x.joinable()) x.join();
     }
   } join_at_exit{upgrades_done, load};
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
 
   std::vector<long> blackouts;
-  for (int i = 0; i < kUpgrades && failures.empty(); ++i) {
+  std::vector<std::vector<long>> per_worker(workers);
+  for (int i = 0; i < kUpgrades; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (!failures.empty()) break;
+    }
     const std::string to = i % 2 == 0 ? SESSIOND_V2_BIN : SESSIOND_V1_BIN;
     const size_t before = s.events().size();
     const pid_t next = s.upgrade_to(to);
@@ -207,10 +254,18 @@ TEST(Sessiond, TenUpgradesV1ToV2AndBackUnderH2loadLoseNoRequestConnectionOrCount
     const std::string e = s.events()[before];
     ASSERT_EQ(field(e, "outcome"), "committed") << e;
     blackouts.push_back(std::stol(field(e, "blackout_us")));
+    for (unsigned w = 0; w < workers; ++w) {  // "worker_blackout_us":{"1":..,"2":..}
+      const std::string key = "\"" + std::to_string(w + 1) + "\":";
+      const size_t obj = e.find("\"worker_blackout_us\":{");
+      ASSERT_NE(obj, std::string::npos) << e;
+      const size_t k = e.find(key, obj);
+      ASSERT_NE(k, std::string::npos) << e;
+      per_worker[w].push_back(std::stol(e.substr(k + key.size())));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
   upgrades_done = true;
-  load.join();
+  for (auto& t : load) t.join();
   ASSERT_TRUE(failures.empty()) << failures;
   EXPECT_GT(sum["succeeded"], 1000) << runs << " runs";
   EXPECT_EQ(sum["failed"], 0);
@@ -222,7 +277,7 @@ TEST(Sessiond, TenUpgradesV1ToV2AndBackUnderH2loadLoseNoRequestConnectionOrCount
   // The model: every hit h2load saw answered is in exactly one session, once.
   long hits = 0;
   for (int i = 0; i < kSessions; ++i) {
-    Response r = admin.request("GET", "/sessions/s" + std::to_string(i));
+    Response r = at(i).request("GET", "/sessions/" + id(i));
     ASSERT_EQ(r.status, 200) << i;
     EXPECT_EQ(field(r.body, "user"), "user" + std::to_string(i));
     hits += json_int(r.body, "hits");
@@ -235,29 +290,48 @@ TEST(Sessiond, TenUpgradesV1ToV2AndBackUnderH2loadLoseNoRequestConnectionOrCount
     ASSERT_EQ(r.status, 200) << "idle connection " << i << " after " << kUpgrades << " upgrades";
     ASSERT_EQ(json_int(r.body, "schema"), 1);  // ten upgrades from v1 end on v1
   }
-  // The request counter (a Cell) is exact too: setup, idle probes, h2load, reads.
-  Response stats = admin.request("GET", "/stats");
-  EXPECT_EQ(json_int(stats.body, "requests"),
-            kSessions + kIdle + sum["2xx"] + kSessions + kIdle + 1)
-      << stats.body;
-  EXPECT_EQ(json_int(stats.body, "sessions_created"), kSessions);
+  // The request counters (a Cell per thread) are exact too: setup, the 421, idle probes,
+  // h2load, reads, and these.
+  long requests = 0, created = 0;
+  for (auto& a : admin) {
+    Response stats = a->request("GET", "/stats");
+    requests += json_int(stats.body, "requests");
+    created += json_int(stats.body, "sessions_created");
+  }
+  const long probe421 = workers > 0 ? 1 : 0;
+  EXPECT_EQ(requests, kSessions + probe421 + kIdle + sum["2xx"] + kSessions + kIdle +
+                          static_cast<long>(admin.size()));
+  EXPECT_EQ(created, kSessions);
 
   // One more upgrade, to v2: the field only v2 writes survived v1's updates.
   ASSERT_GT(s.upgrade_to(SESSIOND_V2_BIN), 0) << s.log();
   int with_last_hit = 0;
   for (int i = 0; i < kSessions; ++i) {
-    Response r = admin.request("GET", "/sessions/s" + std::to_string(i));
+    Response r = at(i).request("GET", "/sessions/" + id(i));
     if (field(r.body, "lastHitMs") != "0" && !field(r.body, "lastHitMs").empty()) ++with_last_hit;
   }
   EXPECT_EQ(with_last_hit, kSessions) << "every session was hit while v2 served";
 
-  std::sort(blackouts.begin(), blackouts.end());
+  auto median = [](std::vector<long> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
   std::printf(
-      "sessiond: %d upgrades under h2load (%d runs, %ld requests, %ld 2xx) with %d "
-      "idle connections; blackout (one thread, so overall) median %ld us, max %ld us\n",
-      kUpgrades, runs, sum["total"], sum["2xx"], kIdle, blackouts[blackouts.size() / 2],
-      blackouts.back());
+      "sessiond, %u worker threads: %d upgrades under h2load (%d runs, %ld requests, "
+      "%ld 2xx) with %d idle connections; blackout median %ld us, max %ld us",
+      workers, kUpgrades, runs, sum["total"], sum["2xx"], kIdle, median(blackouts),
+      *std::max_element(blackouts.begin(), blackouts.end()));
+  for (unsigned w = 0; w < workers; ++w) {
+    std::printf("; worker %u median %ld us", w + 1, median(per_worker[w]));
+  }
+  std::printf("\n");
 }
+
+TEST(Sessiond, TenUpgradesV1ToV2AndBackUnderH2loadLoseNoRequestConnectionOrCount) {
+  ten_upgrades_under_load(0);
+}
+
+TEST(Sessiond, TwoWorkerThreadsUpgradeTenTimesWithEveryShardExact) { ten_upgrades_under_load(2); }
 
 TEST(Sessiond, RealClientsWorkAndBadHttpGetsA400ClosingOnlyThatConnection) {
   Sessiond s(SESSIOND_BIN);

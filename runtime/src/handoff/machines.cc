@@ -219,6 +219,8 @@ void IncumbentMachine::on_hello(const Hello& h) {
                  (typed_here ? "untyped entries" : "typed records") +
                  " in the successor; one cannot be read as the other");
   }
+  schemas_pending_ = !typed.empty();
+  schemas_deadline_us_ = env_.now_us() + timeouts_.hello_us;
   if (auto r = env_.send(Welcome{protocol_version_, generation_ + 1, {}, typed}, {}); !r.ok()) {
     return abort("sending WELCOME: " + r.error().to_string(), false);
   }
@@ -248,6 +250,7 @@ void IncumbentMachine::on_message(const Message& m) {
     // Informational in any phase: how far the successor has replayed. Before RESTORED,
     // a sign of life from a restore that can take minutes.
     if (phase_ == IncumbentPhase::kCatchUp && !restored_at_us_) restore_heard_us_ = env_.now_us();
+    if (phase_ == IncumbentPhase::kCheckpointing) schemas_pending_ = false;  // accepted
     acked_lsn_ = std::max(acked_lsn_, p->applied_lsn);
     early_acked_ = std::max(early_acked_, p->early_fds);
     take_tally(p->probes);
@@ -372,6 +375,11 @@ void IncumbentMachine::tick() {
       if (!done.ok()) return abort("checkpoint failed: " + done.error().to_string());
       if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
       if (!done.value()) return;
+      if (schemas_pending_) {
+        if (now < schemas_deadline_us_) return;
+        return abort("successor did not accept the typed sections' schemas within " +
+                     seconds_text(timeouts_.hello_us) + " of WELCOME");
+      }
       int fd = -1;
       auto ready = env_.checkpoint_finish(&fd);
       if (!ready.ok()) return abort("checkpoint failed: " + ready.error().to_string());
@@ -651,6 +659,11 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
                   std::to_string(kProtocolVersion));
     }
     if (auto r = env_.check_schemas(w->schemas); !r.ok()) return fail(r.error().message());
+    if (!w->schemas.empty()) {  // accepted: the incumbent holds the checkpoint until it hears
+      if (auto r = env_.send(Progress{0, 0, {}}); !r.ok()) {
+        return fail("sending PROGRESS: " + r.error().to_string(), false);
+      }
+    }
     protocol_version_ = w->protocol_version;
     generation_ = w->generation;
     phase_ = SuccessorPhase::kAwaitCheckpoint;

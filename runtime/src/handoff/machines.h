@@ -203,6 +203,10 @@ class IncumbentMachine {
   bool throttled_ = false;
   uint64_t final_lsn_ = 0;
   uint64_t acked_lsn_ = 0;  // the successor's last PROGRESS
+  // WELCOME carried typed sections' schemas: no state goes until the successor's PROGRESS
+  // says it accepts them (docs/protocol.md, "Typed sections"), by this deadline.
+  bool schemas_pending_ = false;
+  int64_t schemas_deadline_us_ = 0;
   uint32_t fd_count_ = 0;
   bool early_sent_ = false;
   std::unordered_map<uint64_t, int> early_;  // id -> fd of the sockets sent early
