@@ -116,7 +116,7 @@ class Sessions {
  public:
   // `shard` k of `shards` (0 of 0: the only one): with worker threads each thread owns the
   // ids that hash to it, in sections named "sessions.k", and answers 421 for the others.
-  Sessions(Registry& registry, uint32_t rate_limit, unsigned shard = 0, unsigned shards = 0,
+  Sessions(Registry* registry, uint32_t rate_limit, unsigned shard = 0, unsigned shards = 0,
            std::vector<uint16_t> ports = {})
       : sessions_(suffixed("sessions", shard), 1),
         limits_(suffixed("limits", shard), 1),
@@ -125,8 +125,9 @@ class Sessions {
         shard_(shard),
         shards_(shards),
         ports_(std::move(ports)) {
+    if (registry == nullptr) return;  // sessiond-bare: sections no log is attached to
     for (Section* s : std::initializer_list<Section*>{&sessions_, &limits_, &stats_}) {
-      if (auto r = registry.add(*s); !r.ok()) {
+      if (auto r = registry->add(*s); !r.ok()) {
         std::fprintf(stderr, "sessiond: %s\n", r.error().to_string().c_str());
         std::exit(2);
       }
@@ -280,7 +281,8 @@ class Sessions {
 // freeze() and unfreeze() are that thread's WorkerHooks.
 class Server final : public UpgradeHooks, public WorkerHooks, public EarlySockets {
  public:
-  Server(Runtime& rt, Sessions& sessions) : rt_(rt), sessions_(sessions) {
+  // `rt` is null in sessiond-bare, the build without Baton that measures its overhead.
+  Server(Runtime* rt, Sessions& sessions) : rt_(rt), sessions_(sessions) {
     ep_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   }
 
@@ -311,12 +313,19 @@ class Server final : public UpgradeHooks, public WorkerHooks, public EarlySocket
 
   // Serves until committed (the successor took over) or SIGTERM/SIGINT on `signals`.
   int run(int signals) {
+    if (rt_ == nullptr) return run_bare(signals);
     return loop(
-        rt_.poll_fd(), signals, [this] { return rt_.service_interval_ms(); },
+        rt_->poll_fd(), signals, [this] { return rt_->service_interval_ms(); },
         [this] {
-          rt_.service();
+          rt_->service();
           return !done_;
         });
+  }
+  // Without Baton: the same loop, nothing to service.
+  int run_bare(int stop) {
+    UniqueFd never(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    return loop(
+        never.get(), stop, [] { return -1; }, [] { return true; });
   }
   // A worker thread's loop: until committed (service() returns false) or `stop` is
   // readable (the main thread's SIGTERM).
@@ -529,7 +538,7 @@ class Server final : public UpgradeHooks, public WorkerHooks, public EarlySocket
     c.out.erase(0, sent);
   }
 
-  Runtime& rt_;
+  Runtime* rt_;
   Sessions& sessions_;
   UniqueFd ep_;
   std::vector<UniqueFd> listeners_;
@@ -560,18 +569,20 @@ uint16_t local_port(int fd) {
 // --workers N: N threads, each with its own listener (its own port), connections and
 // shard of the sessions (the ids that hash to it; the others get a 421 naming the right
 // port). The main thread runs the runtime only.
-int serve_with_workers(Runtime& rt, std::map<std::string, std::string>& flag, unsigned n,
+// `rt` is null in sessiond-bare.
+int serve_with_workers(Runtime* rt, std::map<std::string, std::string>& flag, unsigned n,
                        uint32_t rate_limit, int signals) {
   std::vector<std::unique_ptr<Sessions>> shards;
   std::vector<std::unique_ptr<Server>> servers;
   std::vector<std::vector<InheritedSocket>> sockets(n);
   for (unsigned k = 1; k <= n; ++k) {
-    shards.push_back(std::make_unique<Sessions>(rt.worker(k).registry(), rate_limit, k, n));
+    Registry* reg = rt != nullptr ? &rt->worker(k).registry() : nullptr;
+    shards.push_back(std::make_unique<Sessions>(reg, rate_limit, k, n));
     servers.push_back(std::make_unique<Server>(rt, *shards.back()));
   }
   std::vector<uint16_t> ports(n, 0);
-  if (rt.is_successor()) {  // every worker's sections restored, one stream replayed
-    auto inherited = rt.take_over();
+  if (rt != nullptr && rt->is_successor()) {  // every worker's sections, one stream replayed
+    auto inherited = rt->take_over();
     if (!inherited.ok()) {
       return std::fprintf(stderr, "sessiond: %s\n", inherited.error().to_string().c_str()), 1;
     }
@@ -616,20 +627,27 @@ int serve_with_workers(Runtime& rt, std::map<std::string, std::string>& flag, un
         }
       }
       ++ready;
-      server.run_worker(rt.worker(k), stop.get());
+      if (rt == nullptr) {
+        server.run_bare(stop.get());
+      } else {
+        server.run_worker(rt->worker(k), stop.get());
+      }
     });
   }
   // The blackout ends when every worker has its sockets back in its loop.
   for (int i = 0; i < 10'000 && ready < n; ++i) ::usleep(100);
   MainHooks hooks;
-  rt.serving(hooks);
+  if (rt != nullptr) rt->serving(hooks);
   UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
-  epoll_event sig{EPOLLIN, {.fd = signals}}, wake{EPOLLIN, {.fd = rt.poll_fd()}};
+  epoll_event sig{EPOLLIN, {.fd = signals}};
   ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, signals, &sig);
-  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, rt.poll_fd(), &wake);
+  if (rt != nullptr) {
+    epoll_event wake{EPOLLIN, {.fd = rt->poll_fd()}};
+    ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, rt->poll_fd(), &wake);
+  }
   while (!hooks.done) {
     epoll_event ev[4];
-    const int got = ::epoll_wait(ep.get(), ev, 4, rt.service_interval_ms());
+    const int got = ::epoll_wait(ep.get(), ev, 4, rt != nullptr ? rt->service_interval_ms() : -1);
     bool stopping = false;
     for (int i = 0; i < got; ++i) stopping |= ev[i].data.fd == signals;
     if (stopping) {
@@ -638,7 +656,7 @@ int serve_with_workers(Runtime& rt, std::map<std::string, std::string>& flag, un
       (void)!::write(stop.get(), &one, sizeof one);
       break;
     }
-    rt.service();
+    if (rt != nullptr) rt->service();
   }
   for (auto& t : threads) t.join();  // committed: each worker's service() returned false
   return 0;
@@ -683,17 +701,25 @@ int main(int argc, char** argv) {
   opt.event_log = flag["--event-log"];
   opt.control_socket = flag["--control"];
   opt.worker_threads = static_cast<unsigned>(workers);
+#if SESSIOND_BARE  // the baseline of the overhead benchmark: the same server, no Baton
+  (void)opt;
+  Runtime* runtime = nullptr;
+  Registry* registry = nullptr;
+#else
   auto rt = Runtime::create(argc, argv, opt);
   if (!rt.ok()) return std::fprintf(stderr, "sessiond: %s\n", rt.error().to_string().c_str()), 2;
-  if (workers > 0)
-    return serve_with_workers(**rt, flag, static_cast<unsigned>(workers),
+  Runtime* runtime = rt->get();
+  Registry* registry = &runtime->registry();
+#endif
+  if (workers > 0) {
+    return serve_with_workers(runtime, flag, static_cast<unsigned>(workers),
                               static_cast<uint32_t>(rate_limit), signals.get());
+  }
+  Sessions sessions(registry, static_cast<uint32_t>(rate_limit));
+  Server server(runtime, sessions);
 
-  Sessions sessions((*rt)->registry(), static_cast<uint32_t>(rate_limit));
-  Server server(**rt, sessions);
-
-  if ((*rt)->is_successor()) {  // restore the records, replay, take the sockets over
-    auto inherited = (*rt)->take_over(&server);
+  if (runtime != nullptr && runtime->is_successor()) {  // restore, replay, take sockets over
+    auto inherited = runtime->take_over(&server);
     if (!inherited.ok()) {
       return std::fprintf(stderr, "sessiond: %s\n", inherited.error().to_string().c_str()), 1;
     }
@@ -715,6 +741,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sessiond[%d]: schema %d, listening on %s:%u\n", ::getpid(),
                  SESSIOND_SCHEMA, flag["--bind"].c_str(), bound);
   }
-  (*rt)->serving(server);
+  if (runtime != nullptr) runtime->serving(server);
   return server.run(signals.get());
 }

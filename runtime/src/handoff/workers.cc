@@ -36,6 +36,7 @@ void Worker::Impl::wake() {
 }
 
 bool Worker::Impl::service(WorkerHooks& hooks) {
+  if (!active_.load(std::memory_order_acquire)) return true;  // no upgrade: nothing to do
   uint64_t drained;
   (void)!::read(wake_.get(), &drained, sizeof drained);
   std::unique_lock lock(mu_);
@@ -50,6 +51,7 @@ bool Worker::Impl::service(WorkerHooks& hooks) {
     if (ask_ == Ask::kEnd) {
       ask_ = Ask::kNone;
       upgrading_ = false;
+      active_.store(false, std::memory_order_release);  // under mu_: begin() sets it under mu_
     }
   }
   const Ask ask = ask_;
@@ -136,6 +138,7 @@ void Worker::Impl::begin(uint64_t attempt) {
     attempt_ = attempt;
     ask_ = Ask::kCheckpoint;
     upgrading_ = true;
+    active_.store(true, std::memory_order_release);
     checkpoint_.reset();
     frames_.clear();
     capture_error_.reset();
@@ -167,6 +170,7 @@ void Worker::Impl::ask_freeze() {
     std::lock_guard lock(mu_);
     ask_ = Ask::kFreeze;
     verdict_ = Verdict::kNone;
+    active_.store(true, std::memory_order_release);
   }
   wake();
 }
@@ -207,6 +211,7 @@ void Worker::Impl::end() {
   {
     std::lock_guard lock(mu_);
     ask_ = Ask::kEnd;
+    active_.store(true, std::memory_order_release);  // so that the worker ends its capture
     checkpoint_.reset();
     frames_.clear();
     capture_error_.reset();

@@ -3,6 +3,7 @@
 // Worker::service(), and they meet only here, under one mutex per worker, off the hot path.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -61,6 +62,10 @@ class Worker::Impl {
   std::optional<CheckpointWriter> writer_;
   uint64_t my_attempt_ = 0;
   bool checkpointed_ = false;
+
+  // Set by the main thread before it asks anything, cleared by this worker once an attempt
+  // has ended: between upgrades service() costs this one load.
+  std::atomic<bool> active_{false};
 
   // Shared, under mu_.
   mutable std::mutex mu_;
