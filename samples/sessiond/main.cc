@@ -581,8 +581,27 @@ int serve_with_workers(Runtime* rt, std::map<std::string, std::string>& flag, un
     servers.push_back(std::make_unique<Server>(rt, *shards.back()));
   }
   std::vector<uint16_t> ports(n, 0);
+  // Sockets sent ahead of the freeze go to their worker's epoll now, while the incumbent
+  // still serves them; the threads start once take_over() returns.
+  struct Early final : EarlySockets {
+    std::vector<std::unique_ptr<Server>>& servers;
+    std::map<int, unsigned> worker_of;
+    explicit Early(std::vector<std::unique_ptr<Server>>& s) : servers(s) {}
+    void early_socket(int fd, const std::string& tag) override { early_socket(fd, tag, 1); }
+    void early_socket(int fd, const std::string& tag, unsigned worker) override {
+      if (worker < 1 || worker > servers.size()) return;  // take_over() returns it; closed
+      worker_of[fd] = worker;
+      servers[worker - 1]->early_socket(fd, tag);
+    }
+    void early_socket_withdrawn(int fd) override {
+      if (auto it = worker_of.find(fd); it != worker_of.end()) {
+        servers[it->second - 1]->early_socket_withdrawn(fd);
+        worker_of.erase(it);
+      }
+    }
+  } early(servers);
   if (rt != nullptr && rt->is_successor()) {  // every worker's sections, one stream replayed
-    auto inherited = rt->take_over();
+    auto inherited = rt->take_over(&early);
     if (!inherited.ok()) {
       return std::fprintf(stderr, "sessiond: %s\n", inherited.error().to_string().c_str()), 1;
     }
@@ -613,29 +632,28 @@ int serve_with_workers(Runtime* rt, std::map<std::string, std::string>& flag, un
     std::fprintf(stderr, "sessiond[%d]: schema %d, %u workers\n", ::getpid(), SESSIOND_SCHEMA, n);
   }
   for (auto& s : shards) s->set_ports(ports);
+  // Each worker's sockets go back into its loop here, before its thread starts (which
+  // orders these writes before everything the thread does); then the blackout can end.
+  for (unsigned k = 1; k <= n; ++k) {
+    for (InheritedSocket& s : sockets[k - 1]) {
+      if (s.tag == "listener") {
+        servers[k - 1]->listen_on(std::move(s.fd), s.early);
+      } else {
+        servers[k - 1]->adopt(std::move(s.fd), s.state, s.early);
+      }
+    }
+  }
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  std::atomic<unsigned> ready{0};
   std::vector<std::thread> threads;
   for (unsigned k = 1; k <= n; ++k) {
     threads.emplace_back([&, k] {
-      Server& server = *servers[k - 1];
-      for (InheritedSocket& s : sockets[k - 1]) {
-        if (s.tag == "listener") {
-          server.listen_on(std::move(s.fd));
-        } else {
-          server.adopt(std::move(s.fd), s.state);
-        }
-      }
-      ++ready;
       if (rt == nullptr) {
-        server.run_bare(stop.get());
+        servers[k - 1]->run_bare(stop.get());
       } else {
-        server.run_worker(rt->worker(k), stop.get());
+        servers[k - 1]->run_worker(rt->worker(k), stop.get());
       }
     });
   }
-  // The blackout ends when every worker has its sockets back in its loop.
-  for (int i = 0; i < 10'000 && ready < n; ++i) ::usleep(100);
   MainHooks hooks;
   if (rt != nullptr) rt->serving(hooks);
   UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));

@@ -158,6 +158,23 @@ TEST(Cell, MigratesV1ToV2AndBackOnRestoreAndReplay) {
   EXPECT_EQ(back.cell.fields(), (Hash{{"hits", "16"}}));
 }
 
+// A cell with no field (a server's counters before its first request) checkpoints as no
+// record, and changes made after the snapshot are replayed onto the empty cell.
+TEST(Cell, AnEmptyCellHandsOverAndItsLaterChangesReplay) {
+  Process from, to;
+  to.cell.set("stale", "x");  // the restore replaces whatever the successor had
+  ASSERT_NO_FATAL_FAILURE(
+      hand_over(from, to, [&] { ASSERT_TRUE(from.cell.add("requests", 3).ok()); }));
+  EXPECT_EQ(to.cell.fields(), (Hash{{"requests", "3"}}));
+
+  Process empty, next;
+  auto cp = checkpoint_now(empty.reg);
+  empty.reg.log().end_capture();
+  auto r = restore_checkpoint(cp.fd(), next.reg);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(next.cell.fields().empty());
+}
+
 TEST(Cell, APeerSectionThatIsNotACellIsRejectedByName) {
   Registry other;
   TrackedMap stats("stats", 1);  // the same name, another kind of section

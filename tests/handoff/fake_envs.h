@@ -185,7 +185,7 @@ class FakeSuccessorOf : public Base {
     s->sections = {{"kv", 2}};
   }
   std::vector<int> early, withdrawn;
-  void early_socket(int fd, std::string_view) override { early.push_back(fd); }
+  void early_socket(int fd, std::string_view, unsigned) override { early.push_back(fd); }
   void early_socket_withdrawn(int fd) override { withdrawn.push_back(fd); }
 };
 using FakeSuccessor = FakeSuccessorOf<>;

@@ -48,6 +48,12 @@ class EarlySockets {
   /// take_over() will return this fd again (with `early` set and the final state) unless
   /// it is withdrawn. Prepare it, e.g. add it to epoll; do not read, write or close it.
   virtual void early_socket(int fd, const std::string& tag) = 0;
+  /// As above, for a server with worker threads: `worker` is the thread it belongs to
+  /// (0: the main thread), whose epoll it goes to. By default the two-argument form.
+  virtual void early_socket(int fd, const std::string& tag, unsigned worker) {
+    (void)worker;
+    early_socket(fd, tag);
+  }
   /// The incumbent closed the socket before its freeze: forget `fd`; the runtime closes it.
   virtual void early_socket_withdrawn(int fd) = 0;
 };
@@ -216,6 +222,10 @@ class WorkerHooks {
   virtual std::vector<FrozenSocket> freeze() = 0;
   /// The upgrade was abandoned after the freeze: serve the sockets again.
   virtual void unfreeze() = 0;
+  /// Optional, as UpgradeHooks::early(): this thread's sockets to send ahead of the freeze,
+  /// so that the successor registers them (EarlySockets, with this worker's index) while
+  /// the incumbent still serves and the blackout moves only their state.
+  virtual std::vector<FrozenSocket> early() { return {}; }
 };
 
 /// One worker thread of a multi-threaded server (RuntimeOptions::worker_threads). It owns

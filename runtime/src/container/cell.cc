@@ -78,8 +78,10 @@ void Cell::snapshot_begin() {
 }
 
 bool Cell::snapshot_step(SnapshotSink& sink, size_t budget_bytes) {
-  (void)budget_bytes;                   // one record, however large: a cell is small state
-  if (!written_) sink.add("", entry_);  // the section holds it until the slice is encoded
+  (void)budget_bytes;  // one record, however large: a cell is small state
+  // An empty cell writes no record (a checkpoint refuses an empty hash); the restore of
+  // none leaves the cell empty. The section holds its record until the slice is encoded.
+  if (!written_ && !entry_.hash()->empty()) sink.add("", entry_);
   written_ = true;
   return true;
 }

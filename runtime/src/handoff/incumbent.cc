@@ -328,6 +328,7 @@ Result<handoff::CheckpointReady> Incumbent::checkpoint_finish(int* fd) {
 }
 
 void Incumbent::checkpoint_drop() {
+  early_copies_.clear();
   writer_.reset();
   checkpoint_.reset();
   host_.registry.log().end_capture();
@@ -393,6 +394,18 @@ std::optional<std::string> Incumbent::pending_abort() {
   return std::nullopt;
 }
 
+std::vector<handoff::HandoffSocket> Incumbent::early_sockets() {
+  std::vector<handoff::HandoffSocket> out = host_.early_sockets();
+  if (host_.workers.count() != 0) {
+    // Outside the freeze, so each worker answers in its own next loop turn; one that does
+    // not within 100 ms hands its sockets over at the freeze instead.
+    auto theirs = host_.workers.early_sockets(monotonic_us() + 100'000);
+    for (const handoff::HandoffSocket& s : theirs) early_copies_[s.id] = UniqueFd(s.fd);
+    out.insert(out.end(), theirs.begin(), theirs.end());
+  }
+  return out;
+}
+
 std::vector<handoff::HandoffSocket> Incumbent::freeze() {
   freeze_deadline_us_ = monotonic_us() + host_.options.timeouts.freeze_us;
   frozen_ = host_.freeze_sockets();
@@ -404,6 +417,9 @@ std::vector<handoff::HandoffSocket> Incumbent::freeze() {
     if (!theirs.ok()) {
       worker_freeze_error_ = std::move(theirs).error();
       return frozen_;
+    }
+    for (handoff::HandoffSocket& s : *theirs) {
+      if (auto it = early_copies_.find(s.id); it != early_copies_.end()) s.fd = it->second.get();
     }
     frozen_.insert(frozen_.end(), theirs->begin(), theirs->end());
   }
@@ -436,6 +452,7 @@ void Incumbent::timeline(const handoff::TimelineRecord& r) {
 void Incumbent::committed(const handoff::Serving& serving, uint32_t probation_ms) {
   freeze_deadline_us_ = 0;
   host_.workers.release(true);  // their sockets are the successor's: they stop
+  early_copies_.clear();
   host_.upgrade_outcome =
       "committed: generation " + std::to_string(machine_.generation()) + " serves as pid " +
       std::to_string(serving.pid) +

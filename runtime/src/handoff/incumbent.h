@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,7 +67,7 @@ class Incumbent final : public handoff::IncumbentEnv {
   uint64_t backlog_bytes() override;
   uint64_t last_lsn() override { return host_.registry.log().last_lsn(); }
   uint64_t deltas_sent() override { return stream_ ? stream_->deltas_sent() : 0; }
-  std::vector<handoff::HandoffSocket> early_sockets() override { return host_.early_sockets(); }
+  std::vector<handoff::HandoffSocket> early_sockets() override;
   std::vector<handoff::HandoffSocket> freeze() override;
   void unfreeze() override;
   void throttle(bool on) override;
@@ -100,6 +101,9 @@ class Incumbent final : public handoff::IncumbentEnv {
   std::optional<CheckpointWriter> writer_;
   bool main_checkpointed_ = false;  // writer_ is done; the workers may not be
   std::vector<int64_t> worker_freeze_us_;
+  // Workers' early sockets, duplicated on their threads, by id, until the upgrade ends: at
+  // the freeze a worker's socket is named by its copy, the fd EARLY_FDS sent.
+  std::map<uint64_t, UniqueFd> early_copies_;
   std::optional<Error> worker_freeze_error_;  // a worker that did not freeze in time
   std::optional<Checkpoint> checkpoint_;
   std::vector<handoff::HandoffSocket> frozen_;  // what freeze() returned, for the standby

@@ -483,7 +483,7 @@ Result<void> IncumbentMachine::send_early() {
     for (; i < sockets.size() && fds.size() < kMaxFdsPerMessage; ++i) {
       const HandoffSocket& s = sockets[i];
       if (s.id == 0 || early_.count(s.id)) continue;  // no identity: it moves at the freeze
-      batch.fds.push_back({s.tag, "", s.id, false});
+      batch.fds.push_back({s.tag, "", s.id, false, false, s.worker});
       fds.push_back(s.fd);
       early_[s.id] = s.fd;
     }
@@ -712,8 +712,8 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
         return fail("EARLY_FDS carries socket id " + std::to_string(f.id) + " twice or as 0");
       }
       const int fd = fds[i].release();
-      early_[f.id] = {fd, f.tag, "", f.id, true};
-      env_.early_socket(fd, f.tag);
+      early_[f.id] = {fd, f.tag, "", f.id, true, f.worker};
+      env_.early_socket(fd, f.tag, f.worker);
     }
     early_received_ += static_cast<uint32_t>(e->fds.size());
     // At once: the incumbent freezes only after this acknowledgement.
@@ -745,7 +745,7 @@ void SuccessorMachine::on_message(const Message& m, std::vector<UniqueFd> fds) {
         return fail("FD_BATCH names early socket id " + std::to_string(f.id) +
                     ", which EARLY_FDS never carried");
       }
-      sockets_.push_back({it->second.fd, f.tag, std::move(state), f.id, true});
+      sockets_.push_back({it->second.fd, f.tag, std::move(state), f.id, true, it->second.worker});
       early_.erase(it);
     }
     if (sockets_.size() > frozen_->fd_count) {

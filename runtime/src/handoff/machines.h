@@ -254,7 +254,7 @@ class SuccessorEnv {
   virtual Result<uint64_t> replay_available() = 0;
   /// A socket sent ahead of the freeze: serve() will hand it over again (same fd) unless
   /// it is withdrawn first. It must not be read or written before.
-  virtual void early_socket(int fd, std::string_view tag) = 0;
+  virtual void early_socket(int fd, std::string_view tag, unsigned worker) = 0;
   /// The incumbent closed that early socket before its freeze; the machine closes the fd.
   virtual void early_socket_withdrawn(int fd) = 0;
   /// Takes over: serve `sockets`. `incumbent_gone` when no COMMIT came (takeover).

@@ -174,8 +174,8 @@ Result<handoff::Restored> Standby::restore(UniqueFd) {
   return Error(ErrorKind::kState, "a standby restores no checkpoint");
 }
 
-void Standby::early_socket(int fd, std::string_view tag) {
-  if (host_.early_sink != nullptr) host_.early_sink->early_socket(fd, std::string(tag));
+void Standby::early_socket(int fd, std::string_view tag, unsigned worker) {
+  if (host_.early_sink != nullptr) host_.early_sink->early_socket(fd, std::string(tag), worker);
 }
 
 void Standby::early_socket_withdrawn(int fd) {

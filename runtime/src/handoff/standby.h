@@ -52,7 +52,7 @@ class Standby final : public handoff::StandbyEnv {
   std::vector<handoff::SectionRange> readable_sections() override { return {}; }
   Result<handoff::Restored> restore(UniqueFd fd) override;
   Result<uint64_t> replay_available() override;
-  void early_socket(int fd, std::string_view tag) override;
+  void early_socket(int fd, std::string_view tag, unsigned worker) override;
   void early_socket_withdrawn(int fd) override;
   void serve(std::vector<handoff::HandoffSocket> sockets, const handoff::Commit& commit,
              bool incumbent_gone) override;

@@ -120,8 +120,8 @@ Result<void> Successor::check_schemas(const std::vector<handoff::SectionSchema>&
   return ok();
 }
 
-void Successor::early_socket(int fd, std::string_view tag) {
-  if (early_sink_ != nullptr) early_sink_->early_socket(fd, std::string(tag));
+void Successor::early_socket(int fd, std::string_view tag, unsigned worker) {
+  if (early_sink_ != nullptr) early_sink_->early_socket(fd, std::string(tag), worker);
 }
 void Successor::early_socket_withdrawn(int fd) {
   if (early_sink_ != nullptr) early_sink_->early_socket_withdrawn(fd);

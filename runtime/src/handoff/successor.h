@@ -47,7 +47,7 @@ class Successor final : public handoff::SuccessorEnv {
   Result<void> restore_workers(std::vector<UniqueFd> fds) override;
   void worker_freezes(const std::vector<int64_t>& at_us) override { worker_freezes_ = at_us; }
   Result<uint64_t> replay_available() override;
-  void early_socket(int fd, std::string_view tag) override;
+  void early_socket(int fd, std::string_view tag, unsigned worker) override;
   void early_socket_withdrawn(int fd) override;
   void serve(std::vector<handoff::HandoffSocket> sockets, const handoff::Commit& commit,
              bool incumbent_gone) override;

@@ -2,6 +2,7 @@
 // collects their segments and frames, and freezes them all at once.
 #include "handoff/workers.h"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -106,6 +107,28 @@ bool Worker::Impl::service(WorkerHooks& hooks) {
       if (!frame.empty()) frames_.push_back(std::move(frame));
     }
   }
+  lock.lock();
+  const bool early_wanted = early_asked_ && !early_ready_;
+  lock.unlock();
+  if (early_wanted) {
+    // Duplicates: this thread serves on and may close a socket (its number then reused)
+    // before the main thread has sent it; the main thread owns and closes the copies.
+    std::vector<FrozenSocket> early;
+    for (FrozenSocket& s : hooks.early()) {
+      const int copy = ::fcntl(s.fd, F_DUPFD_CLOEXEC, 0);
+      if (copy < 0) continue;  // it moves at the freeze instead
+      s.fd = copy;
+      early.push_back(std::move(s));
+    }
+    std::lock_guard g(mu_);
+    if (early_asked_) {
+      early_ = std::move(early);
+      early_ready_ = true;
+      cv_.notify_all();
+    } else {
+      for (FrozenSocket& s : early) ::close(s.fd);  // the main thread stopped waiting
+    }
+  }
   if (ask != Ask::kFreeze) return true;
 
   // The freeze: this thread's sockets, then a wait for the outcome. The main thread
@@ -182,15 +205,46 @@ bool Worker::Impl::wait_frozen(int64_t until_us) {
                       [&] { return frozen_; });
 }
 
-std::vector<handoff::HandoffSocket> Worker::Impl::frozen_sockets() {
-  std::lock_guard lock(mu_);
+namespace {
+
+// The inode, never the server's own ids: each thread numbers its sockets from 1, and an
+// id is what matches a socket sent early with itself at the freeze.
+std::vector<handoff::HandoffSocket> tagged(const std::vector<FrozenSocket>& sockets,
+                                           unsigned worker, bool with_state) {
   std::vector<handoff::HandoffSocket> out;
-  for (const FrozenSocket& s : sockets_) {
-    // The inode, never the server's own ids: each thread numbers its sockets from 1.
+  for (const FrozenSocket& s : sockets) {
     struct stat st {};
     const uint64_t id = ::fstat(s.fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
-    out.push_back({s.fd, s.tag, s.state, id, false, static_cast<uint16_t>(index_)});
+    out.push_back({s.fd, s.tag, with_state ? s.state : std::string(), id, false,
+                   static_cast<uint16_t>(worker)});
   }
+  return out;
+}
+
+}  // namespace
+
+std::vector<handoff::HandoffSocket> Worker::Impl::frozen_sockets() {
+  std::lock_guard lock(mu_);
+  return tagged(sockets_, index_, true);
+}
+
+std::vector<handoff::HandoffSocket> Worker::Impl::early_sockets(int64_t until_us) {
+  {
+    std::lock_guard lock(mu_);
+    early_asked_ = true;
+    early_ready_ = false;
+    early_.clear();
+    active_.store(true, std::memory_order_release);
+  }
+  wake();
+  std::unique_lock lock(mu_);
+  const int64_t left = until_us - monotonic_us();
+  const bool ready = cv_.wait_for(lock, std::chrono::microseconds(std::max<int64_t>(left, 0)),
+                                  [&] { return early_ready_; });
+  early_asked_ = false;
+  if (!ready) return {};
+  auto out = tagged(early_, index_, false);  // duplicates: the caller closes them
+  early_.clear();
   return out;
 }
 
@@ -301,6 +355,15 @@ Result<std::vector<handoff::HandoffSocket>> Workers::freeze(int64_t until_us,
     auto sockets = w->impl().frozen_sockets();
     out.insert(out.end(), sockets.begin(), sockets.end());
     if (frozen_at_us != nullptr) frozen_at_us->push_back(w->impl().frozen_at_us());
+  }
+  return out;
+}
+
+std::vector<handoff::HandoffSocket> Workers::early_sockets(int64_t until_us) {
+  std::vector<handoff::HandoffSocket> out;
+  for (auto& w : workers_) {
+    auto theirs = w->impl().early_sockets(until_us);
+    out.insert(out.end(), theirs.begin(), theirs.end());
   }
   return out;
 }

@@ -40,6 +40,10 @@ class Worker::Impl {
   std::optional<Result<Checkpoint>> take_checkpoint();
   /// Moves its captured frames, in order, into `log` (the main thread's, which streams).
   Result<void> drain_into(DeltaLog& log);
+  /// Asks for its early sockets (WorkerHooks::early()) and waits for them until `until_us`;
+  /// none if it does not answer by then (they then move at the freeze). Their fds are
+  /// duplicates the caller owns: the worker serves on meanwhile.
+  std::vector<handoff::HandoffSocket> early_sockets(int64_t until_us);
   /// Asks it to freeze; true once it has (its sockets and freeze instant then available).
   void ask_freeze();
   bool wait_frozen(int64_t until_us);
@@ -79,6 +83,9 @@ class Worker::Impl {
   bool frozen_ = false;
   int64_t frozen_at_us_ = 0;
   std::vector<FrozenSocket> sockets_;
+  bool early_asked_ = false;
+  bool early_ready_ = false;
+  std::vector<FrozenSocket> early_;
   enum class Verdict { kNone, kCommitted, kResume } verdict_ = Verdict::kNone;
 };
 
@@ -110,6 +117,9 @@ class Workers {
                                                      std::vector<int64_t>* frozen_at_us);
   void release(bool committed);
   void end();
+  /// Every worker's early sockets, tagged with its index, as duplicates the caller closes;
+  /// waits at most until `until_us`.
+  std::vector<handoff::HandoffSocket> early_sockets(int64_t until_us);
 
  private:
   std::vector<std::unique_ptr<Worker>> workers_;
