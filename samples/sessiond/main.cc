@@ -291,6 +291,14 @@ class Server final : public UpgradeHooks, public WorkerHooks, public EarlySocket
     listeners_.push_back(std::move(fd));
     accept_from(listeners_.back().get());  // clients may wait in its backlog already
   }
+  // A socket from the previous generation: a listener, or a connection with its state.
+  void take(InheritedSocket& s) {
+    if (s.tag == "listener") {
+      listen_on(std::move(s.fd), s.early);
+    } else {
+      adopt(std::move(s.fd), s.state, s.early);
+    }
+  }
   // A connection from the previous generation: "<closing 0|1><input bytes>:<input><output>".
   void adopt(UniqueFd fd, std::string_view state, bool watched = false) {
     Conn& c = add(std::move(fd), watched);
@@ -635,13 +643,7 @@ int serve_with_workers(Runtime* rt, std::map<std::string, std::string>& flag, un
   // Each worker's sockets go back into its loop here, before its thread starts (which
   // orders these writes before everything the thread does); then the blackout can end.
   for (unsigned k = 1; k <= n; ++k) {
-    for (InheritedSocket& s : sockets[k - 1]) {
-      if (s.tag == "listener") {
-        servers[k - 1]->listen_on(std::move(s.fd), s.early);
-      } else {
-        servers[k - 1]->adopt(std::move(s.fd), s.state, s.early);
-      }
-    }
+    for (InheritedSocket& s : sockets[k - 1]) servers[k - 1]->take(s);
   }
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   std::vector<std::thread> threads;
@@ -741,13 +743,7 @@ int main(int argc, char** argv) {
     if (!inherited.ok()) {
       return std::fprintf(stderr, "sessiond: %s\n", inherited.error().to_string().c_str()), 1;
     }
-    for (InheritedSocket& s : *inherited) {
-      if (s.tag == "listener") {
-        server.listen_on(std::move(s.fd), s.early);
-      } else {
-        server.adopt(std::move(s.fd), s.state, s.early);
-      }
-    }
+    for (InheritedSocket& s : *inherited) server.take(s);
   } else {
     uint16_t bound = 0;
     auto tcp = sample::listen_tcp(flag["--bind"], static_cast<uint16_t>(port), &bound);

@@ -136,6 +136,18 @@ TEST(IncumbentMachine, RefusesAtHelloNamingBothVersions) {
   }
 }
 
+// An incumbent whose section 'kv' is typed, sent a HELLO whose 'kv' is typed too.
+struct TypedIncumbent {
+  TypedIncumbent() {
+    env.typed = {{"kv", 2, 0x1234, "nodes"}};
+    EXPECT_TRUE(m.request_upgrade().ok());
+    hello.sections[0].type_id = 0x1234;
+  }
+  FakeIncumbent env;
+  IncumbentMachine m{env, 1};
+  Hello hello = good_hello();
+};
+
 // Typed sections (docs/protocol.md, "Typed sections"): the incumbent refuses a section
 // typed on one side and untyped on the other, and sends its schemas in WELCOME.
 TEST(IncumbentMachine, TypedAgainstUntypedIsRefusedAtHelloAndSchemasGoInWelcome) {
@@ -155,12 +167,8 @@ TEST(IncumbentMachine, TypedAgainstUntypedIsRefusedAtHelloAndSchemasGoInWelcome)
     EXPECT_NE(m.last_abort().find(expect), std::string::npos) << m.last_abort();
     EXPECT_TRUE(env.sent_of<Welcome>().empty()) << "refused before anything starts";
   }
-  FakeIncumbent env;
-  env.typed = {{"kv", 2, 0x1234, "nodes"}};
-  IncumbentMachine m(env, 1);
-  ASSERT_TRUE(m.request_upgrade().ok());
-  Hello h = good_hello();
-  h.sections[0].type_id = 0x1234;
+  TypedIncumbent t;
+  auto& [env, m, h] = t;
   h.sections.push_back({"new", 1, 1, 0x99});  // a section only the successor has
   m.on_message(h);
   EXPECT_EQ(m.phase(), IncumbentPhase::kCheckpointing);
@@ -176,12 +184,8 @@ TEST(IncumbentMachine, TypedAgainstUntypedIsRefusedAtHelloAndSchemasGoInWelcome)
 }
 
 TEST(IncumbentMachine, ASuccessorThatNeverAcceptsTheSchemasIsAbortedAtTheHelloDeadline) {
-  FakeIncumbent env;
-  env.typed = {{"kv", 2, 0x1234, "nodes"}};
-  IncumbentMachine m(env, 1);
-  ASSERT_TRUE(m.request_upgrade().ok());
-  Hello h = good_hello();
-  h.sections[0].type_id = 0x1234;
+  TypedIncumbent t;
+  auto& [env, m, h] = t;
   m.on_message(h);
   for (int i = 0; i < 5; ++i) m.tick();
   env.now += Timeouts{}.hello_us + 1;

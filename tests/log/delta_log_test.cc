@@ -1,6 +1,10 @@
 // DeltaLog: LSNs, frames, bounds and frame validation.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "baton/delta_log.h"
 
 namespace baton {
@@ -63,6 +67,40 @@ TEST(DeltaLog, ProbesTakeLsnsButAreNotPendingWrites) {
   log.append(0, 1, "b", {});
   log.end_capture();
   EXPECT_EQ(log.pending_writes(), 0u);
+}
+
+// A worker thread's frame joins the main log (docs/design.md, "Worker threads"): its
+// records take the main log's next LSNs, in order, between the main log's own.
+TEST(DeltaLog, AnotherLogsFrameTakesThisLogsNextLsns) {
+  DeltaLog main, worker;
+  main.begin_capture();
+  worker.begin_capture();
+  main.append(0, 1, "a", {});
+  worker.append(64, 1, "w1", {"x"});
+  worker.append_probe("GET w1", "x");
+  worker.append(65, 2, "w2", {});
+  ASSERT_TRUE(main.append_frame(worker.take_frame()).ok());
+  main.append(0, 1, "b", {});
+  EXPECT_EQ(main.last_lsn(), 5u);
+  EXPECT_EQ(main.pending_count(), 5u);
+  EXPECT_EQ(main.pending_writes(), 4u) << "the probe is not a write";
+  const std::string frame = main.take_frame();  // the view below reads it
+  auto f = decode_frame(frame);
+  ASSERT_TRUE(f.ok()) << f.error().to_string();
+  EXPECT_EQ(f->first_lsn, 1u);
+  std::vector<std::pair<uint64_t, std::string>> seen;
+  auto walked = for_each_delta(*f, [&](const DeltaView& d) -> Result<void> {
+    seen.emplace_back(d.lsn, std::string(d.key));
+    return ok();
+  });
+  ASSERT_TRUE(walked.ok()) << walked.error().to_string();
+  EXPECT_EQ(seen, (std::vector<std::pair<uint64_t, std::string>>{
+                      {1, "a"}, {2, "w1"}, {3, "GET w1"}, {4, "w2"}, {5, "b"}}));
+  std::string bad = std::string(kFrameHeaderSize, '\0');
+  auto refused = main.append_frame(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind(), ErrorKind::kCorrupt);
+  EXPECT_EQ(main.last_lsn(), 5u) << "a refused frame takes no LSN";
 }
 
 TEST(DeltaLog, OverflowFreesMemoryAndIsReported) {

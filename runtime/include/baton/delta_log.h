@@ -81,6 +81,8 @@ class DeltaLog {
   Result<void> append_frame(std::string_view frame);
 
  private:
+  void overflow();
+
   bool capturing_ = false;
   bool overflowed_ = false;
   size_t limit_bytes_;

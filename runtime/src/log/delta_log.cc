@@ -101,14 +101,16 @@ void DeltaLog::append(uint16_t section, uint8_t op, std::string_view key,
   }
   ++pending_count_;
   if (section != kProbeSection) ++pending_writes_;
-  if (pending_.size() > limit_bytes_) {
-    // The capture can no longer be complete; free the memory now and let the upgrade abort.
-    overflowed_ = true;
-    pending_.clear();
-    pending_.shrink_to_fit();
-    pending_count_ = 0;
-    pending_writes_ = 0;
-  }
+  if (pending_.size() > limit_bytes_) overflow();
+}
+
+void DeltaLog::overflow() {
+  // The capture can no longer be complete; free the memory now and let the upgrade abort.
+  overflowed_ = true;
+  pending_.clear();
+  pending_.shrink_to_fit();
+  pending_count_ = 0;
+  pending_writes_ = 0;
 }
 
 std::string DeltaLog::take_frame() {
@@ -144,13 +146,7 @@ Result<void> DeltaLog::append_frame(std::string_view frame) {
   pending_.append(f.payload);  // records carry no LSN: theirs is their place in the frame
   pending_count_ += f.count;
   pending_writes_ += writes;
-  if (pending_.size() > limit_bytes_) {
-    overflowed_ = true;
-    pending_.clear();
-    pending_.shrink_to_fit();
-    pending_count_ = 0;
-    pending_writes_ = 0;
-  }
+  if (pending_.size() > limit_bytes_) overflow();
   return ok();
 }
 
