@@ -119,7 +119,8 @@ class Sessiond : public InstalledServer {
 std::map<std::string, long> h2load_summary(const std::string& out) {
   std::map<std::string, long> m;
   long v[7];
-  if (size_t at = out.find("requests: "); at != std::string::npos &&
+  if (size_t at = out.find("requests: ");
+      at != std::string::npos &&
       std::sscanf(out.c_str() + at,
                   "requests: %ld total, %ld started, %ld done, %ld succeeded, %ld failed, %ld "
                   "errored, %ld timeout",
@@ -127,7 +128,8 @@ std::map<std::string, long> h2load_summary(const std::string& out) {
     const char* names[] = {"total", "started", "done", "succeeded", "failed", "errored", "timeout"};
     for (int i = 0; i < 7; ++i) m[names[i]] = v[i];
   }
-  if (size_t at = out.find("status codes: "); at != std::string::npos &&
+  if (size_t at = out.find("status codes: ");
+      at != std::string::npos &&
       std::sscanf(out.c_str() + at, "status codes: %ld 2xx, %ld 3xx, %ld 4xx, %ld 5xx", &v[0],
                   &v[1], &v[2], &v[3]) == 4) {
     m["2xx"] = v[0];
