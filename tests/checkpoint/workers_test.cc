@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "baton/checkpoint.h"
+#include "baton/runtime.h"
 #include "baton/tracked_map.h"
 #include "checkpoint_util.h"
 #include "handoff/host.h"
@@ -217,6 +218,37 @@ TEST(Workers, AThreadThatDoesNotServiceIsNamedAtTheFreezeDeadline) {
   EXPECT_LT(monotonic_us() - start, 5'000'000);
   live.workers.release(false);
   live.workers.end();
+}
+
+// The options are checked when the runtime is built, and a worker that does not exist is
+// named, not returned.
+TEST(Workers, TheRuntimeRefusesOptionsItCannotHonourAndNamesAWorkerItDoesNotHave) {
+  char arg0[] = "workers_test";
+  char* argv[] = {arg0, nullptr};
+  RuntimeOptions too_many;
+  too_many.worker_threads = kMaxWorkers + 1;
+  auto r = Runtime::create(1, argv, too_many);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidArgument);
+  EXPECT_NE(r.error().message().find("at most " + std::to_string(kMaxWorkers)), std::string::npos)
+      << r.error().message();
+  RuntimeOptions with_probation;
+  with_probation.worker_threads = 1;
+  with_probation.probation_ms = 500;
+  r = Runtime::create(1, argv, with_probation);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("probation_ms with worker_threads is not supported"),
+            std::string::npos)
+      << r.error().message();
+
+  RuntimeOptions one;
+  one.worker_threads = 1;
+  auto rt = Runtime::create(1, argv, one);
+  ASSERT_TRUE(rt.ok()) << rt.error().to_string();
+  EXPECT_EQ((*rt)->worker(1).index(), 1u);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH((*rt)->worker(2), "Runtime::worker\\(2\\): the workers are 1 to 1");
+  EXPECT_DEATH((*rt)->worker(0), "the workers are 1 to 1");
 }
 
 }  // namespace

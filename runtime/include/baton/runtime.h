@@ -277,7 +277,8 @@ class Runtime {
   ~Runtime();
 
   Registry& registry();
-  /// Worker thread `index`, 1 to RuntimeOptions::worker_threads.
+  /// Worker thread `index`, 1 to RuntimeOptions::worker_threads; any other index is a bug
+  /// in main(): the process aborts, naming the range, before it serves.
   Worker& worker(unsigned index);
   /// The runtime's metrics, for the server's own next to them: served by `batonctl
   /// metrics` and RuntimeOptions::metrics_listen, continued across upgrades. Register

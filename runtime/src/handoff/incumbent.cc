@@ -341,9 +341,7 @@ Result<void> Incumbent::pump_deltas() {
   if (worker_freeze_error_) return Error(ErrorKind::kAborted, worker_freeze_error_->message());
   // The workers' deltas join the main thread's log, so one stream carries them in order.
   if (host_.workers.count() != 0 && host_.registry.log().capturing()) {
-    if (auto r = host_.workers.drain_into(host_.registry.log()); !r.ok()) {
-      return Error(ErrorKind::kCapacity, r.error().message());
-    }
+    BATON_TRY(host_.workers.drain_into(host_.registry.log()));  // names the worker
   }
   auto r = stream_->pump();
   if (!r.ok() && r.error().kind() == ErrorKind::kCapacity) return r;

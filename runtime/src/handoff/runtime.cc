@@ -447,7 +447,18 @@ Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeO
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 Registry& Runtime::registry() { return impl_->host_.registry; }
-Worker& Runtime::worker(unsigned index) { return impl_->host_.workers.at(index); }
+Worker& Runtime::worker(unsigned index) {
+  Workers& w = impl_->host_.workers;
+  if (index < 1 || index > w.count()) {
+    // A bug in main(), not input: no Worker to return, and nothing serves yet.
+    std::fprintf(stderr,
+                 "baton: Runtime::worker(%u): the workers are 1 to %u "
+                 "(RuntimeOptions::worker_threads; 0 is the main thread's registry())\n",
+                 index, w.count());
+    std::abort();
+  }
+  return w.at(index);
+}
 Metrics& Runtime::metrics() { return impl_->host_.metrics; }
 bool Runtime::is_successor() const { return impl_->is_successor_; }
 uint64_t Runtime::generation() const { return impl_->host_.generation; }

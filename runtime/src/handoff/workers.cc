@@ -228,7 +228,7 @@ std::vector<handoff::HandoffSocket> Worker::Impl::frozen_sockets() {
   return tagged(sockets_, index_, true);
 }
 
-std::vector<handoff::HandoffSocket> Worker::Impl::early_sockets(int64_t until_us) {
+void Worker::Impl::ask_early() {
   {
     std::lock_guard lock(mu_);
     early_asked_ = true;
@@ -237,6 +237,9 @@ std::vector<handoff::HandoffSocket> Worker::Impl::early_sockets(int64_t until_us
     active_.store(true, std::memory_order_release);
   }
   wake();
+}
+
+std::vector<handoff::HandoffSocket> Worker::Impl::take_early(int64_t until_us) {
   std::unique_lock lock(mu_);
   const int64_t left = until_us - monotonic_us();
   const bool ready = cv_.wait_for(lock, std::chrono::microseconds(std::max<int64_t>(left, 0)),
@@ -360,9 +363,10 @@ Result<std::vector<handoff::HandoffSocket>> Workers::freeze(int64_t until_us,
 }
 
 std::vector<handoff::HandoffSocket> Workers::early_sockets(int64_t until_us) {
+  for (auto& w : workers_) w->impl().ask_early();  // all at once: they answer in parallel
   std::vector<handoff::HandoffSocket> out;
   for (auto& w : workers_) {
-    auto theirs = w->impl().early_sockets(until_us);
+    auto theirs = w->impl().take_early(until_us);
     out.insert(out.end(), theirs.begin(), theirs.end());
   }
   return out;

@@ -40,10 +40,11 @@ class Worker::Impl {
   std::optional<Result<Checkpoint>> take_checkpoint();
   /// Moves its captured frames, in order, into `log` (the main thread's, which streams).
   Result<void> drain_into(DeltaLog& log);
-  /// Asks for its early sockets (WorkerHooks::early()) and waits for them until `until_us`;
-  /// none if it does not answer by then (they then move at the freeze). Their fds are
-  /// duplicates the caller owns: the worker serves on meanwhile.
-  std::vector<handoff::HandoffSocket> early_sockets(int64_t until_us);
+  /// Asks for its early sockets (WorkerHooks::early()), then waits for them until
+  /// `until_us`: none if it does not answer by then (they then move at the freeze). Their
+  /// fds are duplicates the caller owns: the worker serves on meanwhile.
+  void ask_early();
+  std::vector<handoff::HandoffSocket> take_early(int64_t until_us);
   /// Asks it to freeze; true once it has (its sockets and freeze instant then available).
   void ask_freeze();
   bool wait_frozen(int64_t until_us);
