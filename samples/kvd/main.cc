@@ -41,22 +41,25 @@ int fail(const std::string& what, int status) {
 
 int main(int argc, char** argv) {
   sample::raise_fd_limit();
-  auto parsed = sample::parse_flags(argc, argv,
-                                    {{"--port", "6379"},
-                                     {"--bind", "127.0.0.1"},
-                                     {"--pidfile", ""},
-                                     {"--event-log", ""},
-                                     {"--control", ""},
-                                     {"--metrics", ""},
-                                     {"--maxclients", "10000"},
-                                     {"--probation-ms", "2000"},
-                                     {"--port-file", ""},
-                                     {"--shadow-rate", "0"},
-                                     {"--shadow-min-probes", "0"},
-                                     {"--shadow-max-mismatches", "0"},
-                                     {"--digest", "0"}},
-                                    {"--port", "--maxclients", "--probation-ms",
-                                     "--shadow-min-probes", "--shadow-max-mismatches", "--digest"});
+  auto parsed =
+      sample::parse_flags(argc, argv,
+                          {{"--port", "6379"},
+                           {"--bind", "127.0.0.1"},
+                           {"--pidfile", ""},
+                           {"--event-log", ""},
+                           {"--control", ""},
+                           {"--metrics", ""},
+                           {"--maxclients", "10000"},
+                           {"--probation-ms", "2000"},
+                           {"--port-file", ""},
+                           {"--shadow-rate", "0"},
+                           {"--shadow-min-probes", "0"},
+                           {"--shadow-max-mismatches", "0"},
+                           {"--digest", "0"},
+                           {"--checkpoint-share", "0.3"},
+                           {"--restore-nice", "0"}},
+                          {"--port", "--maxclients", "--probation-ms", "--shadow-min-probes",
+                           "--shadow-max-mismatches", "--digest", "--restore-nice"});
   if (!parsed.ok()) return fail(parsed.error().message(), 2);
   auto& flag = parsed.value();
   const long port = std::atol(flag["--port"].c_str());
@@ -76,6 +79,24 @@ int main(int argc, char** argv) {
     return fail("--shadow-rate is the fraction of reads mirrored during an upgrade, 0..1 (got '" +
                     flag["--shadow-rate"] + "')",
                 2);
+  }
+  char* share_end = nullptr;
+  const double checkpoint_share = std::strtod(flag["--checkpoint-share"].c_str(), &share_end);
+  if (share_end == flag["--checkpoint-share"].c_str() || *share_end != '\0' ||
+      !(checkpoint_share > 0) || !(checkpoint_share < 1)) {
+    return fail(
+        "--checkpoint-share is the share of the server's busy time an upgrade's "
+        "checkpoint takes, above 0 and below 1 (got '" +
+            flag["--checkpoint-share"] + "')",
+        2);
+  }
+  const long restore_nice = std::atol(flag["--restore-nice"].c_str());
+  if (restore_nice < 0 || restore_nice > 19) {
+    return fail(
+        "--restore-nice is 0..19: how much lower a successor's restore runs than it "
+        "serves (got '" +
+            flag["--restore-nice"] + "')",
+        2);
   }
   if (flag["--digest"] != "0" && flag["--digest"] != "1") {
     return fail("--digest is 0 or 1 (1: compare a state digest at the cut during probation)", 2);
@@ -106,6 +127,8 @@ int main(int argc, char** argv) {
   opt.shadow.min_probes = std::strtoull(flag["--shadow-min-probes"].c_str(), nullptr, 10);
   opt.shadow.max_mismatches = std::strtoull(flag["--shadow-max-mismatches"].c_str(), nullptr, 10);
   opt.shadow.digest = flag["--digest"] == "1";
+  opt.checkpoint_pacing.share = checkpoint_share;
+  opt.restore_nice = static_cast<int>(restore_nice);
   auto created = Runtime::create(argc, argv, opt);
   if (!created.ok()) return fail(created.error().to_string(), 2);
   Runtime* rt = created->get();

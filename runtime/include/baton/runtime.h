@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "baton/checkpoint.h"
 #include "baton/fd.h"
 #include "baton/metrics.h"
 #include "baton/result.h"
@@ -201,6 +202,14 @@ struct RuntimeOptions {
   LagPolicy lag;
   Timeouts timeouts;
   ShadowPolicy shadow;
+  /// How much of each loop turn the checkpoint takes while the server serves
+  /// (docs/design.md, "Pacing"). While it writes, service_interval_ms() is 0: the loop
+  /// must not sleep, so an idle server gives the checkpoint all its time.
+  CheckpointPacing checkpoint_pacing;
+  /// 0..19: a successor restores its checkpoint at this much lower priority than it
+  /// serves with, so that the incumbent, still serving on the same cores, comes first
+  /// (docs/design.md, "Pacing"). The successor's own priority is unchanged.
+  int restore_nice = 0;
   /// Bound on captured deltas not yet framed (DeltaLog limit), per thread.
   size_t delta_limit_bytes = size_t{256} << 20;
   /// Worker threads besides the main one, each owning its own sections and sockets

@@ -1,6 +1,7 @@
 // CheckpointWriter, restore_checkpoint and DeltaReplayer.
 #include "baton/checkpoint.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +28,8 @@ using Clock = std::chrono::steady_clock;
 int64_t micros_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
 }
+
+int64_t now_us() { return micros_since(Clock::time_point{}); }
 
 std::string hex32(uint32_t v) {
   char buf[16];
@@ -90,6 +93,7 @@ struct CheckpointWriter::Impl {
   bool failed = false;
   bool finished = false;
   uint64_t estimate = 0;  // the sections' own guess of their size, for messages
+  CheckpointPacer pacer{CheckpointPacing{}};
 
   // Makes [0, end) of the segment safe to write; a full /dev/shm or memory limit fails
   // the checkpoint here, with what was needed, instead of faulting later.
@@ -123,6 +127,17 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   if (options.slice_bytes == 0) {
     return Error(ErrorKind::kInvalidArgument, "CheckpointOptions::slice_bytes must be > 0");
   }
+  if (!(options.pacing.share > 0.0 && options.pacing.share < 1.0)) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "CheckpointPacing::share must be above 0 and below 1, not " +
+                     std::to_string(options.pacing.share) +
+                     " (0.3 gives the checkpoint 30 % of a busy server's thread)");
+  }
+  if (options.pacing.max_pause_us < 0) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "CheckpointPacing::max_pause_us must be >= 0 (0: one slice per turn), not " +
+                     std::to_string(options.pacing.max_pause_us));
+  }
   auto started = Clock::now();
   uint64_t estimate = 0;
   for (Section* s : registry.sections()) estimate += s->estimate_bytes();
@@ -135,6 +150,7 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   impl->registry = &registry;
   impl->options = options;
   impl->started = started;
+  impl->pacer = CheckpointPacer(options.pacing);
   impl->stats.capacity_bytes = segment->size();
   impl->stats.page_kind = segment->page_kind();
   impl->segment = std::move(segment);
@@ -158,7 +174,31 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
     s->snapshot_begin();
   }
   if (!impl->descs.empty()) impl->descs[0].offset = impl->pos;
+  impl->pacer.resume_at(now_us());
   return CheckpointWriter(std::move(impl));
+}
+
+int64_t CheckpointPacer::budget_us(int64_t now_us) const {
+  const int64_t server_us = std::max<int64_t>(0, now_us - server_since_us_);
+  const double share = pacing_.share;
+  const auto fair = static_cast<int64_t>(static_cast<double>(server_us) * share / (1.0 - share));
+  return std::min(fair, pacing_.max_pause_us);
+}
+
+Result<bool> CheckpointWriter::turn() {
+  Impl& w = *impl_;
+  const int64_t start = now_us();
+  const int64_t budget = w.pacer.budget_us(start);
+  bool done = false;
+  int64_t now = start;
+  do {
+    BATON_ASSIGN_OR_RETURN(done, step());
+    now = now_us();
+  } while (!done && now - start < budget);
+  w.pacer.resume_at(now);
+  w.stats.turns += 1;
+  w.stats.max_turn_us = std::max(w.stats.max_turn_us, now - start);
+  return done;
 }
 
 Result<bool> CheckpointWriter::step() {
@@ -501,8 +541,39 @@ Result<uint64_t> restore_sections(const std::shared_ptr<const ShmSegment>& segme
 
 }  // namespace
 
+namespace {
+Result<RestoreResult> restore_here(int fd, Registry& registry, const RestoreOptions& options);
+}  // namespace
+
 Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
                                          const RestoreOptions& options) {
+  if (options.nice < 0 || options.nice > 19) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "RestoreOptions::nice is 0..19 (how much lower the restore's priority is than "
+                 "the caller's), not " +
+                     std::to_string(options.nice));
+  }
+  if (options.nice == 0) return restore_here(fd, registry, options);
+  // On a thread of its own: a thread may lower its priority without privileges but not
+  // raise it again, and the caller must keep its own. Threads the restore starts (its
+  // decoder, the slot prefaulter) inherit the lowered priority. The caller waits, so the
+  // sections are still touched by one thread at a time.
+  std::optional<Result<RestoreResult>> out;
+  std::thread restorer([&] {
+    errno = 0;
+    const int mine = ::getpriority(PRIO_PROCESS, 0);
+    if (errno == 0) {
+      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()),
+                          std::min(19, mine + options.nice));
+    }
+    out.emplace(restore_here(fd, registry, options));
+  });
+  restorer.join();
+  return std::move(*out);
+}
+
+namespace {
+Result<RestoreResult> restore_here(int fd, Registry& registry, const RestoreOptions& options) {
   auto t0 = Clock::now();
   BATON_ASSIGN_OR_RETURN(std::shared_ptr<const ShmSegment> seg,
                          ShmSegment::map_readonly(fd, options.max_segment_bytes));
@@ -579,6 +650,7 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
   out.elapsed_us = micros_since(t0);
   return out;
 }
+}  // namespace
 
 // ---------------------------------------------------------------- replay
 

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 
 #include "baton/syscall.h"
@@ -296,7 +298,9 @@ Result<void> Incumbent::checkpoint_begin() {
       }
     }
   }
-  BATON_ASSIGN_OR_RETURN(auto w, CheckpointWriter::begin(host_.registry, {}));
+  CheckpointOptions options;
+  options.pacing = host_.options.checkpoint_pacing;
+  BATON_ASSIGN_OR_RETURN(auto w, CheckpointWriter::begin(host_.registry, options));
   writer_.emplace(std::move(w));
   main_checkpointed_ = false;
   worker_freeze_us_.clear();
@@ -307,7 +311,7 @@ Result<void> Incumbent::checkpoint_begin() {
 
 Result<bool> Incumbent::checkpoint_step() {
   if (!main_checkpointed_) {
-    BATON_ASSIGN_OR_RETURN(main_checkpointed_, writer_->step());
+    BATON_ASSIGN_OR_RETURN(main_checkpointed_, writer_->turn());
   }
   if (!main_checkpointed_) return false;
   if (host_.workers.count() == 0) return true;
@@ -318,6 +322,18 @@ Result<handoff::CheckpointReady> Incumbent::checkpoint_finish(int* fd) {
   BATON_ASSIGN_OR_RETURN(Checkpoint cp, writer_->finish());
   checkpoint_.emplace(std::move(cp));
   *fd = checkpoint_->fd();
+  {
+    const CheckpointStats& st = checkpoint_->stats();
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "checkpoint written: %" PRIu64 " bytes, %" PRIu64
+                  " records in %.1f ms, %.1f ms "
+                  "of it writing over %" PRIu64 " loop turns (longest %.2f ms, share %.2f)",
+                  st.segment_bytes, st.records, static_cast<double>(st.elapsed_us) / 1e3,
+                  static_cast<double>(st.busy_us) / 1e3, st.turns,
+                  static_cast<double>(st.max_turn_us) / 1e3, host_.options.checkpoint_pacing.share);
+    log(line);
+  }
   if (host_.failpoints.at("incumbent.corrupt_checkpoint") != FailPoints::Action::kNone) {
     BATON_ASSIGN_OR_RETURN(const uint64_t offset, corrupt_first_chunk(*fd));
     log("fail point incumbent.corrupt_checkpoint: flipped the byte at offset " +

@@ -129,6 +129,7 @@ void Successor::early_socket_withdrawn(int fd) {
 
 Result<handoff::Restored> Successor::restore(UniqueFd fd) {
   RestoreOptions options;
+  options.nice = host_.options.restore_nice;
   int64_t reported_us = monotonic_us();
   options.progress = [&](uint64_t, uint64_t) {
     // A restore that hangs here is what the incumbent's silence deadline catches.

@@ -28,7 +28,10 @@ Worker::Impl::Impl(unsigned index, size_t delta_limit_bytes)
 
 int Worker::Impl::service_interval_ms() const {
   std::lock_guard lock(mu_);
-  return upgrading_ ? 1 : -1;
+  if (!upgrading_) return -1;
+  // A checkpoint still to write takes its share of every turn (CheckpointPacing): the loop
+  // must not sleep between turns while there is one.
+  return ask_ == Ask::kCheckpoint && !checkpointed_ ? 0 : 1;
 }
 
 void Worker::Impl::wake() {
@@ -72,7 +75,7 @@ bool Worker::Impl::service(WorkerHooks& hooks) {
       }
     }
     if (writer_) {
-      auto done = writer_->step();
+      auto done = writer_->turn();
       if (!done.ok() || *done) {
         std::optional<Result<Checkpoint>> result;
         if (!done.ok()) {

@@ -1,0 +1,168 @@
+// Pacing a checkpoint by time (CheckpointPacer, CheckpointWriter::turn) and restoring it
+// on threads of lower priority (RestoreOptions::nice).
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "baton/checkpoint.h"
+#include "baton/tracked_map.h"
+
+namespace baton {
+namespace {
+
+TEST(CheckpointPacer, GivesTheCheckpointItsShareOfTheServersTime) {
+  CheckpointPacer pacer({.share = 0.3, .max_pause_us = 2000});
+  pacer.resume_at(1'000'000);
+  // The server had 1 ms since the last pause: the checkpoint gets 0.3 / 0.7 of it.
+  EXPECT_EQ(pacer.budget_us(1'001'000), 428);
+  // Half the time: an even split.
+  CheckpointPacer half({.share = 0.5, .max_pause_us = 2000});
+  half.resume_at(0);
+  EXPECT_EQ(half.budget_us(800), 800);
+}
+
+TEST(CheckpointPacer, NeverPausesTheServerLongerThanItsCap) {
+  CheckpointPacer pacer({.share = 0.3, .max_pause_us = 2000});
+  pacer.resume_at(0);
+  EXPECT_EQ(pacer.budget_us(1'000'000), 2000) << "a long server turn earns no long pause";
+  CheckpointPacer one_slice({.share = 0.9, .max_pause_us = 0});
+  one_slice.resume_at(0);
+  EXPECT_EQ(one_slice.budget_us(1'000'000), 0) << "max_pause_us 0: one slice per turn";
+}
+
+TEST(CheckpointPacer, AnIdleLoopThatTurnsAtOnceLeavesOneSlicePerTurn) {
+  CheckpointPacer pacer({.share = 0.3, .max_pause_us = 2000});
+  pacer.resume_at(5000);
+  EXPECT_EQ(pacer.budget_us(5000), 0);
+  EXPECT_EQ(pacer.budget_us(4000), 0) << "a clock read before the pause ended counts as none";
+}
+
+void fill(TrackedMap& m, int keys) {
+  const std::string value(100, 'v');
+  for (int i = 0; i < keys; ++i) m.set("key:" + std::to_string(i), value);
+}
+
+TEST(CheckpointWriter, TurnWritesAtLeastOneSliceAndFinishesExactly) {
+  Registry reg;
+  TrackedMap m("kv", 1);
+  ASSERT_TRUE(reg.add(m).ok());
+  fill(m, 20000);
+  CheckpointOptions opt;
+  opt.slice_bytes = 4096;
+  opt.pacing.max_pause_us = 0;  // one slice per turn: the count is exact
+  auto w = CheckpointWriter::begin(reg, opt);
+  ASSERT_TRUE(w.ok()) << w.error().to_string();
+  uint64_t turns = 0;
+  for (bool done = false; !done && turns < 100000; ++turns) {
+    auto t = w->turn();
+    ASSERT_TRUE(t.ok()) << t.error().to_string();
+    done = *t;
+  }
+  EXPECT_EQ(w->stats().turns, turns);
+  EXPECT_EQ(w->stats().slices, turns) << "max_pause_us 0 writes exactly one slice per turn";
+  EXPECT_GT(turns, 100u);
+  auto cp = w->finish();
+  ASSERT_TRUE(cp.ok());
+  reg.log().end_capture();
+
+  Registry reg2;
+  TrackedMap m2("kv", 1);
+  ASSERT_TRUE(reg2.add(m2).ok());
+  auto r = restore_checkpoint(cp->fd(), reg2);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(m2.same_contents(m));
+}
+
+TEST(CheckpointWriter, ATurnWithTimeToSpareWritesSeveralSlices) {
+  Registry reg;
+  TrackedMap m("kv", 1);
+  ASSERT_TRUE(reg.add(m).ok());
+  fill(m, 20000);
+  CheckpointOptions opt;
+  opt.slice_bytes = 1024;
+  opt.pacing = {.share = 0.9, .max_pause_us = 1'000'000};
+  auto w = CheckpointWriter::begin(reg, opt);
+  ASSERT_TRUE(w.ok());
+  ::usleep(20'000);  // the "server" ran 20 ms: the first turn may write for 180 ms
+  auto t = w->turn();
+  ASSERT_TRUE(t.ok());
+  EXPECT_GT(w->stats().slices, 1u) << "a turn stops at its budget, not after one slice";
+  EXPECT_EQ(w->stats().turns, 1u);
+}
+
+TEST(CheckpointWriter, RefusesAPacingItCannotFollowNamingTheField) {
+  Registry reg;
+  TrackedMap m("kv", 1);
+  ASSERT_TRUE(reg.add(m).ok());
+  for (double share : {0.0, 1.0, -0.5, 2.0}) {
+    CheckpointOptions opt;
+    opt.pacing.share = share;
+    auto w = CheckpointWriter::begin(reg, opt);
+    ASSERT_FALSE(w.ok()) << share;
+    EXPECT_EQ(w.error().kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(w.error().message().find("CheckpointPacing::share"), std::string::npos)
+        << w.error().message();
+  }
+  CheckpointOptions opt;
+  opt.pacing.max_pause_us = -1;
+  auto w = CheckpointWriter::begin(reg, opt);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.error().message().find("max_pause_us"), std::string::npos);
+  EXPECT_FALSE(reg.log().capturing()) << "a refused checkpoint starts no capture";
+}
+
+TEST(Restore, ANicedRestoreRunsOnLowerPriorityThreadsAndLeavesTheCallersAlone) {
+  Registry reg;
+  TrackedMap m("kv", 1);
+  ASSERT_TRUE(reg.add(m).ok());
+  fill(m, 5000);
+  auto w = CheckpointWriter::begin(reg, {});
+  ASSERT_TRUE(w.ok());
+  while (!w->step().value()) {
+  }
+  auto cp = w->finish();
+  ASSERT_TRUE(cp.ok());
+  reg.log().end_capture();
+
+  errno = 0;
+  const int caller_before = ::getpriority(PRIO_PROCESS, 0);
+  ASSERT_EQ(errno, 0);
+  if (caller_before > 14) GTEST_SKIP() << "this test already runs at nice " << caller_before;
+  Registry reg2;
+  TrackedMap m2("kv", 1);
+  ASSERT_TRUE(reg2.add(m2).ok());
+  RestoreOptions opt;
+  opt.nice = 5;
+  std::atomic<int> seen{-100};
+  std::atomic<pid_t> restorer{0};
+  opt.progress = [&](uint64_t, uint64_t) {
+    seen = ::getpriority(PRIO_PROCESS, 0);  // this thread's nice value
+    restorer = ::gettid();
+  };
+  auto r = restore_checkpoint(cp->fd(), reg2, opt);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(m2.same_contents(m));
+  EXPECT_EQ(seen.load(), caller_before + 5);
+  EXPECT_NE(restorer.load(), ::gettid()) << "the restore ran on a thread of its own";
+  EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), caller_before) << "the caller keeps its priority";
+}
+
+TEST(Restore, RefusesANiceOutsideZeroToNineteen) {
+  Registry reg;
+  for (int nice : {-1, 20}) {
+    RestoreOptions opt;
+    opt.nice = nice;
+    auto r = restore_checkpoint(-1, reg, opt);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(r.error().message().find("RestoreOptions::nice is 0..19"), std::string::npos)
+        << r.error().message();
+  }
+}
+
+}  // namespace
+}  // namespace baton
