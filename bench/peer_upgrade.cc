@@ -51,6 +51,7 @@ struct Options {
   double steady_s = 2.0, after_s = 1.0;
   std::string out = "build/peer-bench";
   std::string kvd = "build/bin/kvd";
+  std::vector<std::string> kvd_args;  // --kvd-arg, each passed on to kvd
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -58,7 +59,9 @@ struct Options {
       stderr,
       "peer_upgrade: %s\n"
       "usage: peer_upgrade [--quick] [--servers kvd,redis,memcached] [--sizes-mib 1,64,...]\n"
-      "                    [--connections N] [--idle N] [--out DIR] [--kvd PATH]\n",
+      "                    [--connections N] [--idle N] [--out DIR] [--kvd PATH]\n"
+      "                    [--kvd-arg ARG]...   (each passed to kvd, e.g. --kvd-arg\n"
+      "                    --checkpoint-share --kvd-arg 0.5)\n",
       why.c_str());
   std::exit(2);
 }
@@ -211,6 +214,7 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
 // processes (for memory).
 struct Server {
   std::string kind, dir, kvd_bin;
+  std::vector<std::string> kvd_args;
   int port = 0;
   uint64_t size = 0;
   pid_t pid = 0;  // the process we started last (kvd: the first generation)
@@ -219,8 +223,11 @@ struct Server {
 
   std::vector<std::string> args() const {
     if (kind == "kvd") {
-      return {kvd_bin,       "--port",        std::to_string(port), "--pidfile", dir + "/pid",
-              "--event-log", dir + "/events", "--maxclients",       "20000"};
+      std::vector<std::string> a = {kvd_bin,         "--port",       std::to_string(port),
+                                    "--pidfile",     dir + "/pid",   "--event-log",
+                                    dir + "/events", "--maxclients", "20000"};
+      a.insert(a.end(), kvd_args.begin(), kvd_args.end());
+      return a;
     }
     if (kind == "redis") {
       return {"redis-server",
@@ -356,6 +363,12 @@ struct Result {
   uint64_t idle_lost = 0;
   double p50_steady = 0, p99_steady = 0, p999_steady = 0, p50_up = 0, p99_up = 0, p999_up = 0;
   uint64_t peak_bytes = 0;
+  uint64_t steady_bytes = 0;  // the server's memory (PSS) just before the trigger
+  uint64_t keys = 0;
+  // Successful requests per second during the replacement against the second before it.
+  double throughput_ratio = 0;
+  // kvd only: the same while the checkpoint is written, and from then on.
+  double throughput_checkpoint = 0, throughput_catchup = 0;
   uint64_t requests = 0;
   std::string note;
   // kvd only: the upgrade's phases from its timeline, and the machine's limits for the
@@ -423,6 +436,7 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
   Server s;
   s.kind = kind;
   s.kvd_bin = o.kvd;
+  s.kvd_args = o.kvd_args;
   s.size = size;
   s.port = free_port();
   s.dir = o.out + "/run-" + kind + "-" + std::to_string(size >> 20) + "m" +
@@ -522,6 +536,7 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
   });
 
   std::this_thread::sleep_for(std::chrono::duration<double>(o.steady_s));
+  for (pid_t p : s.pids()) res.steady_bytes += pss_bytes(p);
   max_gap_us = 0;
   last_ok_us = now_us();
   trigger_us = now_us();
@@ -619,6 +634,31 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
   res.p99_up = percentile(lat_up, 0.99);
   res.p999_up = percentile(lat_up, 0.999);
 
+  // Throughput: successes per 10 ms in a span, against the second before the trigger.
+  {
+    const auto bucket_of = [&](int64_t us) {
+      return std::clamp<int64_t>((us - t0) / 10000, 0, static_cast<int64_t>(kBuckets));
+    };
+    const auto rate = [&](int64_t from_us, int64_t to_us) {
+      const int64_t a = bucket_of(from_us), b = bucket_of(to_us);
+      if (b <= a) return 0.0;
+      uint64_t n = 0;
+      for (int64_t i = a; i < b; ++i) n += per10ms[static_cast<size_t>(i)];
+      return static_cast<double>(n) / static_cast<double>(b - a);
+    };
+    const double steady = rate(trigger_us - 1'000'000, trigger_us);
+    if (steady > 0) {
+      res.throughput_ratio = rate(trigger_us, done_us) / steady;
+      if (kind == "kvd" && res.checkpoint_ms > 0) {
+        const auto ckpt_end =
+            trigger_us + static_cast<int64_t>((res.spawn_ms + res.checkpoint_ms) * 1000);
+        res.throughput_checkpoint = rate(trigger_us, ckpt_end) / steady;
+        res.throughput_catchup = rate(ckpt_end, done_us) / steady;
+      }
+    }
+  }
+  res.keys = keys;
+
   // Successful requests per 10 ms, from 1 s before the trigger to the end.
   std::ofstream tl(s.dir + "/timeline.csv");
   tl << "ms_since_trigger,successes\n";
@@ -646,6 +686,86 @@ std::string human(uint64_t bytes) {
     std::snprintf(b, sizeof b, "%" PRIu64 " MiB", bytes >> 20);
   }
   return b;
+}
+
+// Issue 12's targets for each kvd case, met or missed, against the peers measured in the
+// same run (docs/benchmarks.md, "Large state").
+void write_targets(const std::string& path, const std::vector<Result>& results) {
+  std::ofstream out(path);
+  out << "| state | target | kvd | bound | |\n|---|---|---|---|---|\n";
+  const auto peer = [&](const std::string& kind, uint64_t size) -> const Result* {
+    for (const auto& r : results)
+      if (r.server == kind && r.size == size && r.idle == 0 && r.note.empty()) return &r;
+    return nullptr;
+  };
+  char line[512];
+  const auto row = [&](const Result& r, const char* target, const std::string& got,
+                       const std::string& bound, bool met) {
+    std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %s |\n", human(r.size).c_str(), target,
+                  got.c_str(), bound.c_str(), met ? "met" : "**missed**");
+    out << line;
+  };
+  const auto fmt = [](const char* f, double v) {
+    char b[64];
+    std::snprintf(b, sizeof b, f, v);
+    return std::string(b);
+  };
+  for (const auto& r : results) {
+    if (r.server != "kvd" || r.idle != 0) continue;
+    if (!r.note.empty()) {
+      out << "| " << human(r.size) << " | every target | " << r.note << " | | **missed** |\n";
+      continue;
+    }
+    if (r.size >= 1'000'000'000) {
+      const double limit_ms = r.size >= (uint64_t{4} << 30) ? 6000 : 2000;
+      row(r, "total time, SIGUSR2 to serving", fmt("%.1f s", r.total_ms / 1e3),
+          fmt("<= %.0f s", limit_ms / 1e3), r.total_ms <= limit_ms);
+      if (const Result* mc = peer("memcached", r.size)) {
+        row(r, "total time against memcached's downtime", fmt("%.1f s", r.total_ms / 1e3),
+            fmt("< %.1f s", mc->downtime_ms / 1e3), r.total_ms < mc->downtime_ms);
+      }
+    }
+    row(r, "clients' longest gap", fmt("%.1f ms", r.downtime_ms), "<= 5 ms", r.downtime_ms <= 5);
+    const double p99x = r.p99_steady > 0 ? r.p99_up / r.p99_steady : 0;
+    row(r, "p99 during / steady", fmt("%.1fx", p99x), "<= 2x", p99x <= 2);
+    row(r, "throughput during", fmt("%.0f %%", 100 * r.throughput_ratio), ">= 70 %",
+        r.throughput_ratio >= 0.7);
+    const double peakx =
+        r.steady_bytes ? static_cast<double>(r.peak_bytes) / static_cast<double>(r.steady_bytes)
+                       : 0;
+    row(r, "peak memory / steady", fmt("%.2fx", peakx), "<= 1.5x", peakx <= 1.5);
+    if (const Result* redis = peer("redis", r.size)) {
+      row(r, "peak memory against Redis's peak", human(r.peak_bytes),
+          "< " + human(redis->peak_bytes), r.peak_bytes < redis->peak_bytes);
+      row(r, "steady memory per key against Redis", human(r.steady_bytes),
+          "<= " + human(redis->steady_bytes), r.steady_bytes <= redis->steady_bytes);
+    }
+    row(r, "blackout", fmt("%.2f ms", r.blackout_ms), "< 2 ms", r.blackout_ms < 2);
+    row(r, "client errors, resets, keys lost",
+        std::to_string(r.errors + r.resets + r.refused + r.lost_keys), "0",
+        r.errors + r.resets + r.refused + r.lost_keys == 0);
+  }
+}
+
+// Whether a case fits this machine: the server's expected peak (bytes per key measured on
+// this project's machine, times its peak over steady) within 85 % of MemAvailable. A case
+// that does not fit is skipped with a line saying so rather than swapping or being killed.
+bool fits(const std::string& kind, uint64_t size, std::string* why) {
+  const uint64_t keys = size / 100;
+  const double per_key = kind == "kvd" ? 250 * 2.0 : kind == "redis" ? 220 * 1.3 : 250 * 1.2;
+  const auto need = static_cast<uint64_t>(static_cast<double>(keys) * per_key);
+  uint64_t avail = 0;
+  std::ifstream in("/proc/meminfo");
+  for (std::string k; in >> k;) {
+    uint64_t v = 0;
+    in >> v;
+    if (k == "MemAvailable:") avail = v << 10;
+    in.ignore(64, '\n');
+  }
+  if (avail == 0 || static_cast<double>(need) <= 0.85 * static_cast<double>(avail)) return true;
+  *why = kind + " would peak near " + human(need) + ", more than 85 % of the " + human(avail) +
+         " available";
+  return false;
 }
 
 }  // namespace
@@ -690,6 +810,8 @@ int main(int argc, char** argv) {
       o.out = next();
     } else if (a == "--kvd") {
       o.kvd = next();
+    } else if (a == "--kvd-arg") {
+      o.kvd_args.push_back(next());
     } else {
       usage("unknown option '" + a + "'");
     }
@@ -706,7 +828,15 @@ int main(int argc, char** argv) {
   for (uint64_t size : o.sizes) {
     std::printf("state %s (%" PRIu64 " keys of 100 bytes), %d connections\n", human(size).c_str(),
                 size / 100, o.connections);
-    for (const auto& kind : o.servers) results.push_back(run_case(o, kind, size, 0));
+    for (const auto& kind : o.servers) {
+      std::string why;
+      if (!fits(kind, size, &why)) {
+        std::printf("  %-9s %6" PRIu64 " MiB: skipped: %s\n", kind.c_str(), size >> 20,
+                    why.c_str());
+        continue;
+      }
+      results.push_back(run_case(o, kind, size, 0));
+    }
   }
   if (o.idle > 0) {
     std::printf("state %s with %d more idle connections\n", human(o.idle_size).c_str(), o.idle);
@@ -716,32 +846,37 @@ int main(int argc, char** argv) {
   std::ofstream csv(o.out + "/results.csv");
   csv << "server,state_bytes,idle,downtime_ms,blackout_ms,total_ms,errors,resets,refused,misses,"
          "lost_keys,checked_keys,idle_lost,p50_steady_ms,p99_steady_ms,p999_steady_ms,p50_up_ms,"
-         "p99_up_ms,p999_up_ms,peak_bytes,requests\n";
+         "p99_up_ms,p999_up_ms,peak_bytes,requests,steady_bytes,keys,throughput_ratio\n";
   for (auto& r : results) {
     csv << r.server << "," << r.size << "," << r.idle << "," << r.downtime_ms << ","
         << r.blackout_ms << "," << r.total_ms << "," << r.errors << "," << r.resets << ","
         << r.refused << "," << r.misses << "," << r.lost_keys << "," << r.checked_keys << ","
         << r.idle_lost << "," << r.p50_steady << "," << r.p99_steady << "," << r.p999_steady << ","
         << r.p50_up << "," << r.p99_up << "," << r.p999_up << "," << r.peak_bytes << ","
-        << r.requests << "\n";
+        << r.requests << "," << r.steady_bytes << "," << r.keys << "," << r.throughput_ratio
+        << "\n";
   }
   std::ofstream md(o.out + "/report.md");
   md << "| server | state | idle conns | longest gap | kvd blackout | replaced in | errors | "
         "resets | refused | keys lost (sample) | idle conns lost | p50 / p99 / p99.9 steady | "
-        "p50 / p99 / p99.9 during | peak memory "
-        "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "p50 / p99 / p99.9 during | throughput during | steady memory (per key) | peak memory "
+        "(of steady) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   char line[1024];
   for (auto& r : results) {
     std::snprintf(
         line, sizeof line,
         "| %s | %s | %d | %.1f ms | %s | %.1f ms | %" PRIu64 " | %" PRIu64 " | %" PRIu64
         " | %" PRIu64 " of %" PRIu64 " | %" PRIu64
-        " | %.2f / %.2f / %.2f ms | %.2f / %.2f / %.2f ms | %s |\n",
+        " | %.2f / %.2f / %.2f ms | %.2f / %.2f / %.2f ms | %.0f %% | %s (%.0f B) | %s (%.2fx) |\n",
         r.server.c_str(), human(r.size).c_str(), r.idle, r.downtime_ms,
         r.blackout_ms < 0 ? "–" : (std::to_string(r.blackout_ms).substr(0, 5) + " ms").c_str(),
         r.total_ms, r.errors, r.resets, r.refused, r.lost_keys, r.checked_keys, r.idle_lost,
         r.p50_steady, r.p99_steady, r.p999_steady, r.p50_up, r.p99_up, r.p999_up,
-        human(r.peak_bytes).c_str());
+        100 * r.throughput_ratio, human(r.steady_bytes).c_str(),
+        r.keys ? static_cast<double>(r.steady_bytes) / static_cast<double>(r.keys) : 0.0,
+        human(r.peak_bytes).c_str(),
+        r.steady_bytes ? static_cast<double>(r.peak_bytes) / static_cast<double>(r.steady_bytes)
+                       : 0.0);
     md << line;
   }
   csv.close();
@@ -764,8 +899,19 @@ int main(int argc, char** argv) {
                   r.blackout_ms, r.total_ms);
     ph << line;
   }
+  ph << "\nkvd's throughput by phase, against the second before the trigger:\n\n"
+     << "| state | while the checkpoint is written | restore, catch-up and handoff |\n"
+        "|---|---|---|\n";
+  for (auto& r : results) {
+    if (r.server != "kvd" || r.idle != 0) continue;
+    std::snprintf(line, sizeof line, "| %s | %.0f %% | %.0f %% |\n", human(r.size).c_str(),
+                  100 * r.throughput_checkpoint, 100 * r.throughput_catchup);
+    ph << line;
+  }
   ph.close();
-  std::printf("\n%s\n%s", slurp(o.out + "/report.md").c_str(), slurp(o.out + "/phases.md").c_str());
+  write_targets(o.out + "/targets.md", results);
+  std::printf("\n%s\n%s\n%s", slurp(o.out + "/report.md").c_str(),
+              slurp(o.out + "/phases.md").c_str(), slurp(o.out + "/targets.md").c_str());
 
   std::printf("\nall cases in %.0f s; results.csv, report.md and timelines in %s\n",
               (now_us() - started) / 1e6, o.out.c_str());
