@@ -451,8 +451,9 @@ int Server::run(int signal_fd) {
     }
     reap_dropped();
     // The runtime asks for service() every service_interval_ms() while that is >= 0. An
-    // upgrade's checkpoint advances a slice per call, so then every turn; on probation
-    // writes_durable() already pumps the reverse stream each turn, so only when due.
+    // upgrade's checkpoint writes its share of the CPU in these calls, so then every turn; on
+    // probation writes_durable() already pumps the reverse stream each turn, so only when
+    // due.
     if (rt_ != nullptr) {
       const int interval = rt_->service_interval_ms();
       const int64_t now = store_.now();

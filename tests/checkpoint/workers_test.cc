@@ -38,7 +38,7 @@ struct Shard final : WorkerHooks {
 
 // Every thread's maps, registered as a process registers them.
 struct Process {
-  Process() : workers(kWorkers, size_t{64} << 20) {
+  Process() : workers(kWorkers, size_t{64} << 20, CheckpointPacing{}) {
     EXPECT_TRUE(main.add(main_map).ok());
     for (unsigned i = 1; i <= kWorkers; ++i) {
       shards.push_back(std::make_unique<Shard>(i));

@@ -199,11 +199,18 @@ TEST(Kvd, BadFlagsExitTwoNamingTheFlag) {
     std::vector<std::string> args;
     std::string says;
   };
-  for (const Case& c : std::vector<Case>{{{"--port", "70000"}, "--port is 0..65535"},
-                                         {{"--port", "x"}, "--port takes a whole number"},
-                                         {{"--maxclients", "0"}, "--maxclients must be at least 1"},
-                                         {{"--bogus", "1"}, "unknown flag '--bogus'"},
-                                         {{"--bind", "nowhere"}, "is no IP address"}}) {
+  for (const Case& c :
+       std::vector<Case>{{{"--port", "70000"}, "--port is 0..65535"},
+                         {{"--port", "x"}, "--port takes a whole number"},
+                         {{"--maxclients", "0"}, "--maxclients must be at least 1"},
+                         {{"--bogus", "1"}, "unknown flag '--bogus'"},
+                         {{"--bind", "nowhere"}, "is no IP address"},
+                         {{"--checkpoint-share", "1"},
+                          "--checkpoint-share is the share of the server's "
+                          "busy time"},
+                         {{"--checkpoint-share", "0.3x"}, "(got '0.3x')"},
+                         {{"--restore-nice", "20"}, "--restore-nice is 0..19"},
+                         {{"--restore-nice", "-1"}, "--restore-nice takes a whole number"}}) {
     std::vector<std::string> argv = {KVD_BIN};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     const std::string out = dir + "/out";

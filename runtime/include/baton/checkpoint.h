@@ -36,30 +36,43 @@ std::string_view to_string(PageKind kind);
 /// time keeps the share it takes, and so the latency it adds, the same whatever the
 /// state's size or the cost of one record.
 struct CheckpointPacing {
-  /// The checkpoint's share of the server thread's time while the server is busy: after
-  /// T microseconds of the server's own work since the last turn(), the next writes for
-  /// share / (1 - share) x T. An idle loop that turns at once gives it nearly all the
-  /// time. In (0, 1); 0.3 keeps throughput near 70 % and latency near 1.4x of steady.
+  /// The checkpoint's share of the server thread's busy time: each microsecond of CPU
+  /// the server's own work takes between turns earns the checkpoint share / (1 - share)
+  /// microseconds of writing. Time the thread spends idle (blocked, nothing to serve) is
+  /// earned whole. In (0, 1); 0.3 aims at throughput near 70 % of steady.
   double share = 0.3;
-  /// The longest one turn() writes, however long the server's turn was (one slice is
-  /// always written, even if it takes longer).
+  /// No slice starts once a turn() has written this long (one slice is always written,
+  /// and the last may run past it); also the most credit idle time can bank.
   int64_t max_pause_us = 2000;
 };
 
-/// The pacing rule alone, with the clock passed in, so it is tested without a checkpoint.
+/// InvalidArgument naming the field unless 0 < share < 1 and max_pause_us >= 0.
+Result<void> check_pacing(const CheckpointPacing& pacing);
+
+/// The pacing rule alone, with the clocks passed in, so it is tested without a
+/// checkpoint. The checkpoint holds a credit of microseconds: the server's time between
+/// turns adds to it, writing spends it, and a slice that overruns it leaves a debt that
+/// the server's next turns pay off before another slice is written.
 class CheckpointPacer {
  public:
   explicit CheckpointPacer(CheckpointPacing pacing) : pacing_(pacing) {}
-  /// The pause allowed now: share / (1 - share) of the time since the last pause ended
-  /// (or since start()), at most max_pause_us. 0 means one slice.
-  int64_t budget_us(int64_t now_us) const;
-  /// The server's time starts counting from `now_us` (the checkpoint began or a pause
-  /// ended).
-  void resume_at(int64_t now_us) { server_since_us_ = now_us; }
+  /// The server's time counts from here: wall and thread CPU clocks, in microseconds.
+  void start(int64_t wall_us, int64_t cpu_us);
+  /// At a turn: credits the server's time since the last call, and returns how long the
+  /// checkpoint may write now. Negative: not at all this turn (the server is owed time);
+  /// 0 or more: at least one slice, and more until that many microseconds have passed.
+  int64_t budget_us(int64_t wall_us, int64_t cpu_us);
+  /// After the turn wrote for `spent_us`; the clocks as it ended.
+  void spent(int64_t spent_us, int64_t wall_us, int64_t cpu_us);
+  /// CPU the checkpoint used elsewhere (its prefault helper), charged like writing.
+  void charge(int64_t us) { credit_us_ -= static_cast<double>(us); }
+  /// How long before a turn may write again, if the server stays idle: 0 when it may now.
+  int64_t wait_us() const;
 
  private:
   CheckpointPacing pacing_;
-  int64_t server_since_us_ = 0;
+  double credit_us_ = 0;
+  int64_t wall_us_ = 0, cpu_us_ = 0;
 };
 
 struct CheckpointOptions {
@@ -85,13 +98,14 @@ struct CheckpointStats {
   uint64_t records = 0;
   uint64_t chunks = 0;
   uint64_t slices = 0;
-  int64_t elapsed_us = 0;    // begin() to finish(), including the server's own work between
-  int64_t busy_us = 0;       // time spent inside step()
-  int64_t max_slice_us = 0;  // the longest single step(): the pause a server sees
-  int64_t p50_slice_us = 0;  // median step(), filled in by finish()
-  int64_t p99_slice_us = 0;  // 99th percentile step(), filled in by finish()
-  uint64_t turns = 0;        // turn() calls: the server's loop turns the checkpoint ran in
-  int64_t max_turn_us = 0;   // the longest turn(): the longest pause the server saw
+  int64_t elapsed_us = 0;      // begin() to finish(), including the server's own work between
+  int64_t busy_us = 0;         // time spent inside step()
+  int64_t max_slice_us = 0;    // the longest single step(): the pause a server sees
+  int64_t p50_slice_us = 0;    // median step(), filled in by finish()
+  int64_t p99_slice_us = 0;    // 99th percentile step(), filled in by finish()
+  uint64_t turns = 0;          // turn() calls that wrote: the loop turns the checkpoint ran in
+  uint64_t turns_skipped = 0;  // turn() calls that wrote nothing: the server was owed time
+  int64_t max_turn_us = 0;     // the longest turn(): the longest pause the server saw
   PageKind page_kind = PageKind::kSmall;
   bool prefaulted = false;  // a helper thread populated pages ahead of the writer
 };
@@ -131,10 +145,13 @@ class CheckpointWriter {
 
   /// Writes one slice. Returns true once every section is written.
   Result<bool> step();
-  /// Writes slices for this loop turn's share of time (CheckpointOptions::pacing), at
-  /// least one. Call once per turn of the server's loop. Returns true once every section
-  /// is written.
+  /// Writes slices for this loop turn's share of time (CheckpointOptions::pacing): none
+  /// while the server is owed time, else at least one. Call once per turn of the
+  /// server's loop, on its thread. Returns true once every section is written.
   Result<bool> turn();
+  /// Microseconds until turn() will write again if the server stays idle (0: now). A
+  /// loop waits at most this long for its events.
+  int64_t turn_wait_us() const;
   /// Seals the header. The log keeps capturing: deltas after L0 must follow.
   Result<Checkpoint> finish();
   const CheckpointStats& stats() const;

@@ -202,9 +202,9 @@ struct RuntimeOptions {
   LagPolicy lag;
   Timeouts timeouts;
   ShadowPolicy shadow;
-  /// How much of each loop turn the checkpoint takes while the server serves
-  /// (docs/design.md, "Pacing"). While it writes, service_interval_ms() is 0: the loop
-  /// must not sleep, so an idle server gives the checkpoint all its time.
+  /// How much of the server thread's CPU the checkpoint takes while the server serves
+  /// (docs/design.md, "Pacing"). While the checkpoint may write, service_interval_ms() is
+  /// 0: the loop must not sleep, so an idle server's time goes to the checkpoint.
   CheckpointPacing checkpoint_pacing;
   /// 0..19: a successor restores its checkpoint at this much lower priority than it
   /// serves with, so that the incumbent, still serving on the same cores, comes first

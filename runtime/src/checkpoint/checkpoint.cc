@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "baton/crc32c.h"
@@ -30,6 +33,14 @@ int64_t micros_since(Clock::time_point t0) {
 }
 
 int64_t now_us() { return micros_since(Clock::time_point{}); }
+
+// This thread's CPU time: the server's own work between turns, as opposed to time it
+// spent blocked with nothing to serve.
+int64_t thread_cpu_us() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
 
 std::string hex32(uint32_t v) {
   char buf[16];
@@ -94,6 +105,7 @@ struct CheckpointWriter::Impl {
   bool finished = false;
   uint64_t estimate = 0;  // the sections' own guess of their size, for messages
   CheckpointPacer pacer{CheckpointPacing{}};
+  int64_t helper_cpu_us = 0;  // the prefaulter's CPU already charged to the pacer
 
   // Makes [0, end) of the segment safe to write; a full /dev/shm or memory limit fails
   // the checkpoint here, with what was needed, instead of faulting later.
@@ -127,17 +139,7 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   if (options.slice_bytes == 0) {
     return Error(ErrorKind::kInvalidArgument, "CheckpointOptions::slice_bytes must be > 0");
   }
-  if (!(options.pacing.share > 0.0 && options.pacing.share < 1.0)) {
-    return Error(ErrorKind::kInvalidArgument,
-                 "CheckpointPacing::share must be above 0 and below 1, not " +
-                     std::to_string(options.pacing.share) +
-                     " (0.3 gives the checkpoint 30 % of a busy server's thread)");
-  }
-  if (options.pacing.max_pause_us < 0) {
-    return Error(ErrorKind::kInvalidArgument,
-                 "CheckpointPacing::max_pause_us must be >= 0 (0: one slice per turn), not " +
-                     std::to_string(options.pacing.max_pause_us));
-  }
+  BATON_TRY(check_pacing(options.pacing));
   auto started = Clock::now();
   uint64_t estimate = 0;
   for (Section* s : registry.sections()) estimate += s->estimate_bytes();
@@ -158,7 +160,10 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
   if (options.prefault) {
     ShmSegment* seg = impl->segment.get();
     impl->prefaulter = std::make_unique<Prefaulter>(
-        seg->data(), seg->size(), Prefaulter::Mode::kWrite, kPrefaultWindow,
+        seg->data(), seg->size(), Prefaulter::Mode::kWrite,
+        // A small state needs no 32 MiB populated ahead of it (the helper's CPU is charged
+        // to the checkpoint's pacing).
+        std::min(kPrefaultWindow, std::max<size_t>(size_t{2} << 20, 2 * estimate)),
         [seg](size_t end) { return seg->reserve(end).ok(); });
     impl->stats.prefaulted = impl->prefaulter->active();
   }
@@ -174,28 +179,80 @@ Result<CheckpointWriter> CheckpointWriter::begin(Registry& registry,
     s->snapshot_begin();
   }
   if (!impl->descs.empty()) impl->descs[0].offset = impl->pos;
-  impl->pacer.resume_at(now_us());
+  impl->pacer.start(now_us(), thread_cpu_us());
   return CheckpointWriter(std::move(impl));
 }
 
-int64_t CheckpointPacer::budget_us(int64_t now_us) const {
-  const int64_t server_us = std::max<int64_t>(0, now_us - server_since_us_);
-  const double share = pacing_.share;
-  const auto fair = static_cast<int64_t>(static_cast<double>(server_us) * share / (1.0 - share));
-  return std::min(fair, pacing_.max_pause_us);
+Result<void> check_pacing(const CheckpointPacing& pacing) {
+  if (!(pacing.share > 0.0 && pacing.share < 1.0)) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "CheckpointPacing::share must be above 0 and below 1, not " +
+                     std::to_string(pacing.share) +
+                     " (0.3 gives the checkpoint 30 % of a busy server's CPU)");
+  }
+  if (pacing.max_pause_us < 0) {
+    return Error(ErrorKind::kInvalidArgument,
+                 "CheckpointPacing::max_pause_us must be >= 0 (0: one slice per turn), not " +
+                     std::to_string(pacing.max_pause_us));
+  }
+  return ok();
 }
+
+void CheckpointPacer::start(int64_t wall_us, int64_t cpu_us) {
+  wall_us_ = wall_us;
+  cpu_us_ = cpu_us;
+  credit_us_ = 0;
+}
+
+int64_t CheckpointPacer::budget_us(int64_t wall_us, int64_t cpu_us) {
+  const double wall = static_cast<double>(std::max<int64_t>(0, wall_us - wall_us_));
+  const double busy = std::min(wall, static_cast<double>(std::max<int64_t>(0, cpu_us - cpu_us_)));
+  const double share = pacing_.share;
+  credit_us_ += busy * share / (1.0 - share) + (wall - busy);
+  credit_us_ = std::min(credit_us_, static_cast<double>(pacing_.max_pause_us));
+  wall_us_ = wall_us;
+  cpu_us_ = cpu_us;
+  return static_cast<int64_t>(std::floor(credit_us_));
+}
+
+void CheckpointPacer::spent(int64_t spent_us, int64_t wall_us, int64_t cpu_us) {
+  credit_us_ -= static_cast<double>(spent_us);
+  wall_us_ = wall_us;
+  cpu_us_ = cpu_us;
+}
+
+int64_t CheckpointPacer::wait_us() const {
+  return credit_us_ < 0 ? static_cast<int64_t>(std::ceil(-credit_us_)) : 0;
+}
+
+int64_t CheckpointWriter::turn_wait_us() const { return impl_->pacer.wait_us(); }
 
 Result<bool> CheckpointWriter::turn() {
   Impl& w = *impl_;
+  if (w.failed) return Error(ErrorKind::kState, "checkpoint already failed; start a new one");
+  if (w.finished) return Error(ErrorKind::kState, "checkpoint already finished");
   const int64_t start = now_us();
-  const int64_t budget = w.pacer.budget_us(start);
+  // The prefault helper's CPU is the checkpoint's too: on a machine whose cores the
+  // server and its clients use, it is taken from them.
+  if (w.prefaulter) {
+    const int64_t helper = w.prefaulter->cpu_us();
+    if (helper > w.helper_cpu_us) {
+      w.pacer.charge(helper - w.helper_cpu_us);
+      w.helper_cpu_us = helper;
+    }
+  }
+  const int64_t budget = w.pacer.budget_us(start, thread_cpu_us());
+  if (budget < 0) {
+    w.stats.turns_skipped += 1;
+    return w.current >= w.registry->sections().size();
+  }
   bool done = false;
   int64_t now = start;
   do {
     BATON_ASSIGN_OR_RETURN(done, step());
     now = now_us();
   } while (!done && now - start < budget);
-  w.pacer.resume_at(now);
+  w.pacer.spent(now - start, now, thread_cpu_us());
   w.stats.turns += 1;
   w.stats.max_turn_us = std::max(w.stats.max_turn_us, now - start);
   return done;
@@ -559,16 +616,25 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
   // decoder, the slot prefaulter) inherit the lowered priority. The caller waits, so the
   // sections are still touched by one thread at a time.
   std::optional<Result<RestoreResult>> out;
-  std::thread restorer([&] {
-    errno = 0;
-    const int mine = ::getpriority(PRIO_PROCESS, 0);
-    if (errno == 0) {
-      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()),
-                          std::min(19, mine + options.nice));
-    }
+  std::string note;
+  try {
+    std::thread restorer([&] {
+      errno = 0;
+      const int mine = ::getpriority(PRIO_PROCESS, 0);
+      const int want = std::min(19, mine + options.nice);
+      if (errno != 0 || ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), want) != 0) {
+        note = std::string("restored at the caller's priority: setting nice ") +
+               std::to_string(want) + " failed: " + std::strerror(errno);
+      }
+      out.emplace(restore_here(fd, registry, options));
+    });
+    restorer.join();
+  } catch (const std::system_error& e) {  // no thread to be had: restore here, unniced
+    note = std::string("restored at the caller's priority: no thread for a nicer restore: ") +
+           e.what();
     out.emplace(restore_here(fd, registry, options));
-  });
-  restorer.join();
+  }
+  if (out->ok() && !note.empty()) out->value().notes.push_back(note);
   return std::move(*out);
 }
 

@@ -1,7 +1,10 @@
 // Background page population for checkpoint segments.
 #include "prefault.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
+
+#include <ctime>
 
 #include <algorithm>
 #include <utility>
@@ -28,6 +31,13 @@ Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window,
   if (reserve_ && !reserve_(offset_ + kPage)) return;
   if (::madvise(base_, kPage, advice_) != 0) return;  // EINVAL: kernel without it
   thread_ = std::thread([this] { run(); });
+  has_cpu_clock_ = ::pthread_getcpuclockid(thread_.native_handle(), &cpu_clock_) == 0;
+}
+
+int64_t Prefaulter::cpu_us() const {
+  timespec ts{};
+  if (!has_cpu_clock_ || !thread_.joinable() || ::clock_gettime(cpu_clock_, &ts) != 0) return 0;
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
 }
 
 Prefaulter::~Prefaulter() { stop(); }

@@ -142,7 +142,7 @@ struct Host {
   RuntimeOptions options;
   FailPoints failpoints;
   Registry registry;
-  Workers workers{options.worker_threads, options.delta_limit_bytes};
+  Workers workers{options.worker_threads, options.delta_limit_bytes, options.checkpoint_pacing};
   Shadow shadow{options.shadow};
   Metrics metrics;
   RuntimeMetrics counts;

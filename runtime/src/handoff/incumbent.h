@@ -56,10 +56,12 @@ class Incumbent final : public handoff::IncumbentEnv {
   std::vector<handoff::SectionVersion> sections() override;
   Result<void> checkpoint_begin() override;
   Result<bool> checkpoint_step() override;
-  /// The main thread's checkpoint has slices left to write: the loop should not sleep.
-  bool checkpoint_writing() const {
+  /// The main thread's checkpoint has slices left and may write one now: the loop should
+  /// not sleep.
+  bool checkpoint_may_write() const {
     return writer_.has_value() && !main_checkpointed_ &&
-           machine_.phase() == handoff::IncumbentPhase::kCheckpointing;
+           machine_.phase() == handoff::IncumbentPhase::kCheckpointing &&
+           writer_->turn_wait_us() == 0;
   }
   uint32_t workers() override { return host_.workers.count(); }
   std::vector<int> worker_segments(uint64_t* bytes) override {

@@ -374,9 +374,9 @@ class Runtime::Impl {
     if (standby_ && standby_->machine().phase() == handoff::StandbyPhase::kStandingBy) {
       return host_.shadow.digest_running() ? 1 : 5;
     }
-    // A checkpoint takes its share of every loop turn (CheckpointPacing), so the loop
-    // must turn without sleeping while one is written.
-    if (upgrading() && incumbent_->checkpoint_writing()) return 0;
+    // A checkpoint takes its share of the loop's turns (CheckpointPacing), so the loop
+    // must turn without sleeping while it may write.
+    if (upgrading() && incumbent_->checkpoint_may_write()) return 0;
     if (upgrading() || probation_ || standby_) return 1;
     return control_.open() + http_.open() > 0 ? 50 : -1;  // a silent peer's deadline
   }
@@ -446,13 +446,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(int argc, char** argv, RuntimeO
                  "RuntimeOptions::restore_nice is " + std::to_string(options.restore_nice) +
                      "; it is 0..19 (how much lower a successor's restore runs; 0: as it serves)");
   }
-  if (!(options.checkpoint_pacing.share > 0.0 && options.checkpoint_pacing.share < 1.0) ||
-      options.checkpoint_pacing.max_pause_us < 0) {
-    return Error(ErrorKind::kInvalidArgument,
-                 "RuntimeOptions::checkpoint_pacing is share " +
-                     std::to_string(options.checkpoint_pacing.share) + ", max_pause_us " +
-                     std::to_string(options.checkpoint_pacing.max_pause_us) +
-                     "; share must be above 0 and below 1 and max_pause_us at least 0");
+  if (auto r = check_pacing(options.checkpoint_pacing); !r.ok()) {
+    return std::move(r).error().with_context("RuntimeOptions::checkpoint_pacing");
   }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(fp));
   BATON_TRY(impl->init(argc, argv));

@@ -21,17 +21,18 @@ int Worker::poll_fd() const { return impl_->poll_fd(); }
 int Worker::service_interval_ms() const { return impl_->service_interval_ms(); }
 bool Worker::service(WorkerHooks& hooks) { return impl_->service(hooks); }
 
-Worker::Impl::Impl(unsigned index, size_t delta_limit_bytes)
+Worker::Impl::Impl(unsigned index, size_t delta_limit_bytes, CheckpointPacing pacing)
     : index_(index),
       registry_(delta_limit_bytes, static_cast<uint16_t>(index * Registry::kIdsPerWorker)),
+      pacing_(pacing),
       wake_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
 
 int Worker::Impl::service_interval_ms() const {
   std::lock_guard lock(mu_);
   if (!upgrading_) return -1;
-  // A checkpoint still to write takes its share of every turn (CheckpointPacing): the loop
-  // must not sleep between turns while there is one.
-  return ask_ == Ask::kCheckpoint && !checkpointed_ ? 0 : 1;
+  // A checkpoint still to write takes its share of the turns (CheckpointPacing): the loop
+  // must not sleep while it may write.
+  return may_write_.load(std::memory_order_relaxed) ? 0 : 1;
 }
 
 void Worker::Impl::wake() {
@@ -48,6 +49,7 @@ bool Worker::Impl::service(WorkerHooks& hooks) {
     // A new attempt, or the end of one: whatever this thread still holds of the last goes.
     lock.unlock();
     writer_.reset();  // abandons an unfinished checkpoint
+    may_write_.store(false, std::memory_order_relaxed);
     registry_.log().end_capture();
     checkpointed_ = false;
     lock.lock();
@@ -64,7 +66,9 @@ bool Worker::Impl::service(WorkerHooks& hooks) {
   if (ask == Ask::kCheckpoint || ask == Ask::kFreeze) {
     if (!writer_ && !checkpointed_) {
       // L0 of this thread's log and its sections' snapshots, in one turn of this thread.
-      auto w = CheckpointWriter::begin(registry_, {});
+      CheckpointOptions options;
+      options.pacing = pacing_;
+      auto w = CheckpointWriter::begin(registry_, options);
       if (!w.ok()) {
         std::lock_guard g(mu_);
         checkpoint_.emplace(Error(w.error().kind(),
@@ -96,6 +100,9 @@ bool Worker::Impl::service(WorkerHooks& hooks) {
         checkpoint_ = std::move(result);
       }
     }
+    // service_interval_ms() may be asked from any thread: it reads only this.
+    may_write_.store(writer_.has_value() && writer_->turn_wait_us() == 0,
+                     std::memory_order_relaxed);
     // This thread's deltas since the last turn, for the main thread to stream.
     DeltaLog& log = registry_.log();
     if (log.capturing()) {
@@ -295,10 +302,10 @@ RestoreResult merge_restores(RestoreResult main, const std::vector<RestoreResult
 
 // ---------------------------------------------------------------- Workers
 
-Workers::Workers(unsigned count, size_t delta_limit_bytes) {
+Workers::Workers(unsigned count, size_t delta_limit_bytes, CheckpointPacing pacing) {
   for (unsigned i = 1; i <= count; ++i) {
     workers_.push_back(
-        std::make_unique<Worker>(std::make_unique<Worker::Impl>(i, delta_limit_bytes)));
+        std::make_unique<Worker>(std::make_unique<Worker::Impl>(i, delta_limit_bytes, pacing)));
   }
 }
 

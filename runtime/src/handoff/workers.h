@@ -22,7 +22,7 @@ namespace baton {
 
 class Worker::Impl {
  public:
-  Impl(unsigned index, size_t delta_limit_bytes);
+  Impl(unsigned index, size_t delta_limit_bytes, CheckpointPacing pacing);
 
   unsigned index() const { return index_; }
   Registry& registry() { return registry_; }
@@ -61,7 +61,11 @@ class Worker::Impl {
 
   const unsigned index_;
   Registry registry_;
+  const CheckpointPacing pacing_;
   UniqueFd wake_;  // an eventfd
+  // The owner's checkpoint may write a slice now: published after each service() for
+  // service_interval_ms(), which any thread may call.
+  std::atomic<bool> may_write_{false};
 
   // Owner thread only.
   std::optional<CheckpointWriter> writer_;
@@ -97,7 +101,7 @@ RestoreResult merge_restores(RestoreResult main, const std::vector<RestoreResult
 /// Every worker of this process, as the main thread drives them.
 class Workers {
  public:
-  Workers(unsigned count, size_t delta_limit_bytes);
+  Workers(unsigned count, size_t delta_limit_bytes, CheckpointPacing pacing);
   unsigned count() const { return static_cast<unsigned>(workers_.size()); }
   Worker& at(unsigned index) { return *workers_.at(index - 1); }  // 1-based
   Worker::Impl& impl(unsigned index) { return at(index).impl(); }
