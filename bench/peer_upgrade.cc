@@ -44,7 +44,7 @@ namespace {
 struct Options {
   std::vector<std::string> servers = {"kvd", "redis", "memcached"};
   std::vector<uint64_t> sizes = {uint64_t{1} << 20, uint64_t{64} << 20, uint64_t{256} << 20,
-                                 uint64_t{1} << 30, 1'200'000'000};
+                                 uint64_t{1} << 30, 1'200'000'000,      uint64_t{4} << 30};
   int connections = 50;
   int idle = 1000;  // for the extra many-connections case
   uint64_t idle_size = 64 << 20;
@@ -258,7 +258,18 @@ struct Server {
   }
   void start() {
     pid = spawn(args(), dir + "/server.log");
-    for (int i = 0; i < 1000; ++i) {
+    // A peer reloading gigabytes takes its time (Redis at 4 GiB: minutes): a deadline, not
+    // a count of tries, each of which may wait up to 2 s for a reply.
+    const int64_t deadline = now_us() + 300'000'000;
+    while (now_us() < deadline) {
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {  // it exited: say so at once
+        std::fprintf(stderr,
+                     "peer_upgrade: %s exited (%s %d) before it served; see %s/server.log\n",
+                     kind.c_str(), WIFSIGNALED(status) ? "signal" : "status",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), dir.c_str());
+        std::exit(1);
+      }
       int fd = dial(port);
       if (fd >= 0) {
         std::string buf;
@@ -269,8 +280,8 @@ struct Server {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::fprintf(stderr, "peer_upgrade: %s did not come up; see %s/server.log\n", kind.c_str(),
-                 dir.c_str());
+    std::fprintf(stderr, "peer_upgrade: %s did not serve within 300 s; see %s/server.log\n",
+                 kind.c_str(), dir.c_str());
     std::exit(1);
   }
   pid_t serving_pid() const {
@@ -375,6 +386,7 @@ struct Result {
   // same bytes measured right after it.
   double spawn_ms = 0, checkpoint_ms = 0, catchup_ms = 0, memcpy_ms = 0;
   uint64_t checkpoint_bytes = 0, deltas = 0;
+  std::string checkpoint_line;  // kvd's "checkpoint written: ..." log line
 };
 
 // The physical limit for a checkpoint of `bytes`: memcpy into a fresh shared segment.
@@ -565,6 +577,11 @@ Result run_case(const Options& o, const std::string& kind, uint64_t size, int id
     res.checkpoint_ms = num("checkpoint_us") / 1000.0;
     res.catchup_ms = num("catchup_us") / 1000.0;
     res.checkpoint_bytes = static_cast<uint64_t>(num("checkpoint_bytes"));
+    // The incumbent's own account of the checkpoint: its pacing and the page kind it got.
+    const std::string log = slurp(s.dir + "/server.log");
+    if (const size_t at = log.find("checkpoint written: "); at != std::string::npos) {
+      res.checkpoint_line = log.substr(at, log.find('\n', at) - at);
+    }
     res.deltas = static_cast<uint64_t>(num("deltas"));
     if (line.find("\"committed\"") == std::string::npos) res.note = "upgrade aborted: " + line;
     done_us = now_us();
@@ -898,6 +915,11 @@ int main(int argc, char** argv) {
                   r.checkpoint_ms > 0 ? r.memcpy_ms / r.checkpoint_ms : 0, r.catchup_ms, r.deltas,
                   r.blackout_ms, r.total_ms);
     ph << line;
+  }
+  ph << "\nkvd's checkpoints, as the incumbent logged them (pacing, pages):\n\n";
+  for (auto& r : results) {
+    if (r.server == "kvd" && r.idle == 0 && !r.checkpoint_line.empty())
+      ph << "- " << human(r.size) << ": " << r.checkpoint_line << "\n";
   }
   ph << "\nkvd's throughput by phase, against the second before the trigger:\n\n"
      << "| state | while the checkpoint is written | restore, catch-up and handoff |\n"
