@@ -65,21 +65,24 @@ TEST(CheckpointPacer, ClocksThatDoNotMoveEarnNothing) {
   EXPECT_EQ(pacer.budget_us(4000, 4000), 0) << "a clock read before the last counts as none";
 }
 
-void fill(TrackedMap& m, int keys) {
-  const std::string value(100, 'v');
-  for (int i = 0; i < keys; ++i) m.set("key:" + std::to_string(i), value);
-}
+// A registry with one map of `keys` 100-byte values.
+struct Filled {
+  explicit Filled(int keys) {
+    EXPECT_TRUE(reg.add(m).ok());
+    const std::string value(100, 'v');
+    for (int i = 0; i < keys; ++i) m.set("key:" + std::to_string(i), value);
+  }
+  Registry reg;
+  TrackedMap m{"kv", 1};
+};
 
 TEST(CheckpointWriter, TurnWritesAtLeastOneSliceAndFinishesExactly) {
-  Registry reg;
-  TrackedMap m("kv", 1);
-  ASSERT_TRUE(reg.add(m).ok());
-  fill(m, 20000);
+  Filled f(20000);
   CheckpointOptions opt;
   opt.slice_bytes = 4096;
   opt.pacing = {.share = 0.99, .max_pause_us = 0};  // a slice at each turn that may write
   opt.prefault = false;  // the helper's CPU would be charged too: this counts slices only
-  auto w = CheckpointWriter::begin(reg, opt);
+  auto w = CheckpointWriter::begin(f.reg, opt);
   ASSERT_TRUE(w.ok()) << w.error().to_string();
   uint64_t turns = 0;
   for (bool done = false; !done && turns < 100000; ++turns) {
@@ -92,26 +95,23 @@ TEST(CheckpointWriter, TurnWritesAtLeastOneSliceAndFinishesExactly) {
   EXPECT_GT(w->stats().turns, 100u);
   auto cp = w->finish();
   ASSERT_TRUE(cp.ok());
-  reg.log().end_capture();
+  f.reg.log().end_capture();
 
   Registry reg2;
   TrackedMap m2("kv", 1);
   ASSERT_TRUE(reg2.add(m2).ok());
   auto r = restore_checkpoint(cp->fd(), reg2);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
-  EXPECT_TRUE(m2.same_contents(m));
+  EXPECT_TRUE(m2.same_contents(f.m));
 }
 
 TEST(CheckpointWriter, ATurnWithTimeToSpareWritesSeveralSlices) {
-  Registry reg;
-  TrackedMap m("kv", 1);
-  ASSERT_TRUE(reg.add(m).ok());
-  fill(m, 20000);
+  Filled f(20000);
   CheckpointOptions opt;
   opt.slice_bytes = 1024;
   opt.pacing = {.share = 0.9, .max_pause_us = 1'000'000};
   opt.prefault = false;  // no helper CPU charged against the idle time below
-  auto w = CheckpointWriter::begin(reg, opt);
+  auto w = CheckpointWriter::begin(f.reg, opt);
   ASSERT_TRUE(w.ok());
   ::usleep(20'000);  // the "server" was idle 20 ms: the first turn may write for all of it
   auto t = w->turn();
@@ -142,17 +142,14 @@ TEST(CheckpointWriter, RefusesAPacingItCannotFollowNamingTheField) {
 }
 
 TEST(Restore, ANicedRestoreRunsOnLowerPriorityThreadsAndLeavesTheCallersAlone) {
-  Registry reg;
-  TrackedMap m("kv", 1);
-  ASSERT_TRUE(reg.add(m).ok());
-  fill(m, 5000);
-  auto w = CheckpointWriter::begin(reg, {});
+  Filled f(5000);
+  auto w = CheckpointWriter::begin(f.reg, {});
   ASSERT_TRUE(w.ok());
   while (!w->step().value()) {
   }
   auto cp = w->finish();
   ASSERT_TRUE(cp.ok());
-  reg.log().end_capture();
+  f.reg.log().end_capture();
 
   errno = 0;
   const int caller_before = ::getpriority(PRIO_PROCESS, 0);
@@ -171,7 +168,7 @@ TEST(Restore, ANicedRestoreRunsOnLowerPriorityThreadsAndLeavesTheCallersAlone) {
   };
   auto r = restore_checkpoint(cp->fd(), reg2, opt);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
-  EXPECT_TRUE(m2.same_contents(m));
+  EXPECT_TRUE(m2.same_contents(f.m));
   EXPECT_EQ(seen.load(), caller_before + 5);
   EXPECT_NE(restorer.load(), ::gettid()) << "the restore ran on a thread of its own";
   EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), caller_before) << "the caller keeps its priority";
