@@ -142,7 +142,7 @@ TEST(CheckpointWriter, RefusesAPacingItCannotFollowNamingTheField) {
 }
 
 TEST(Restore, ANicedRestoreRunsOnLowerPriorityThreadsAndLeavesTheCallersAlone) {
-  Filled f(5000);
+  Filled f(5000);  // schema version 1
   auto w = CheckpointWriter::begin(f.reg, {});
   ASSERT_TRUE(w.ok());
   while (!w->step().value()) {
@@ -155,23 +155,38 @@ TEST(Restore, ANicedRestoreRunsOnLowerPriorityThreadsAndLeavesTheCallersAlone) {
   const int caller_before = ::getpriority(PRIO_PROCESS, 0);
   ASSERT_EQ(errno, 0);
   if (caller_before > 14) GTEST_SKIP() << "this test already runs at nice " << caller_before;
+  // A migration runs on the thread that restores: it sees that thread's priority.
   Registry reg2;
-  TrackedMap m2("kv", 1);
+  TrackedMap m2("kv", 2);
+  std::atomic<int> restorer_nice{-100};
+  std::atomic<pid_t> restorer{0};
+  ASSERT_TRUE(m2.migrations()
+                  .add(1, 2,
+                       [&](std::string_view, Entry&) {
+                         restorer_nice = ::getpriority(PRIO_PROCESS, 0);  // this thread's
+                         restorer = ::gettid();
+                       })
+                  .ok());
   ASSERT_TRUE(reg2.add(m2).ok());
   RestoreOptions opt;
   opt.nice = 5;
-  std::atomic<int> seen{-100};
-  std::atomic<pid_t> restorer{0};
-  opt.progress = [&](uint64_t, uint64_t) {
-    seen = ::getpriority(PRIO_PROCESS, 0);  // this thread's nice value
-    restorer = ::gettid();
+  const pid_t caller = ::gettid();
+  std::atomic<int> reports{0}, elsewhere{0};
+  std::atomic<uint64_t> last_done{0};
+  opt.progress = [&](uint64_t done, uint64_t) {
+    if (::gettid() != caller) ++elsewhere;
+    ++reports;
+    last_done = done;
   };
   auto r = restore_checkpoint(cp->fd(), reg2, opt);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_TRUE(m2.same_contents(f.m));
-  EXPECT_EQ(seen.load(), caller_before + 5);
-  EXPECT_NE(restorer.load(), ::gettid()) << "the restore ran on a thread of its own";
+  EXPECT_EQ(restorer_nice.load(), caller_before + 5);
+  EXPECT_NE(restorer.load(), caller) << "the restore ran on a thread of its own";
   EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), caller_before) << "the caller keeps its priority";
+  EXPECT_GE(reports.load(), 1) << "progress is reported at least at the end";
+  EXPECT_EQ(elsewhere.load(), 0) << "and only on the caller's thread";
+  EXPECT_EQ(last_done.load(), 5000u) << "the last report counts every record";
 }
 
 TEST(Restore, RefusesANiceOutsideZeroToNineteen) {

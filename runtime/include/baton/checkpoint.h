@@ -175,6 +175,9 @@ struct RestoreOptions {
   std::function<void(uint64_t records_done, uint64_t records_total)> progress;
   /// 0..19: the restore runs on threads this much nicer than the caller (which waits for
   /// them and keeps its own priority), so that a server on the same cores is served first.
+  /// Then `progress` is called on the caller's thread instead, about every 50 ms in which
+  /// the restore's threads used CPU: a starved restore still reports, a blocked one does
+  /// not (other threads of the process count as the restore's; a successor has none yet).
   int nice = 0;
 };
 
