@@ -382,6 +382,33 @@ TEST(IncumbentMachine, LagPolicyThrottlesThenAborts) {
             std::string::npos);
 }
 
+TEST(IncumbentMachine, ABacklogThatGrowsDuringTheCheckpointThrottlesTheServerBeforeItAborts) {
+  // The successor reads the stream only once restored: a paced checkpoint of a busy server
+  // is when the backlog grows, so the lag policy holds while the checkpoint is written.
+  FakeIncumbent env;
+  env.steps_to_finish = 1000;
+  LagPolicy lag;
+  lag.throttle_bytes = 1000;
+  lag.abort_bytes = 5000;
+  IncumbentMachine m(env, 1, lag);
+  ASSERT_TRUE(m.request_upgrade().ok());
+  m.on_message(good_hello());
+  m.tick();
+  ASSERT_EQ(m.phase(), IncumbentPhase::kCheckpointing);
+  env.backlog = 2000;
+  m.tick();
+  EXPECT_EQ(env.events.back(), "throttle") << "throttled while the checkpoint is written";
+  EXPECT_EQ(m.phase(), IncumbentPhase::kCheckpointing);
+  env.backlog = 6000;
+  m.tick();
+  EXPECT_EQ(m.phase(), IncumbentPhase::kIdle);
+  EXPECT_NE(m.last_abort().find("delta backlog of 6000 bytes passed the limit of 5000"),
+            std::string::npos)
+      << m.last_abort();
+  EXPECT_NE(std::find(env.events.begin(), env.events.end(), "unthrottle"), env.events.end())
+      << "an abort lifts the throttle";
+}
+
 TEST(IncumbentMachine, SendsSocketsEarlyAndFreezesOnlyOnceTheSuccessorHasThem) {
   FakeIncumbent env;
   IncumbentMachine m(env, 1);

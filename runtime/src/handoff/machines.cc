@@ -354,6 +354,24 @@ bool IncumbentMachine::overdue(int64_t now) const {
   }
 }
 
+bool IncumbentMachine::apply_lag_policy() {
+  const uint64_t backlog = env_.backlog_bytes();
+  if (backlog > lag_.throttle_bytes && !throttled_) {
+    throttled_ = true;
+    env_.throttle(true);
+    env_.log("delta backlog " + std::to_string(backlog) + " bytes: throttling the server");
+  } else if (backlog <= lag_.throttle_bytes / 2 && throttled_) {
+    throttled_ = false;
+    env_.throttle(false);
+  }
+  if (backlog > lag_.abort_bytes) {
+    abort("delta backlog of " + std::to_string(backlog) + " bytes passed the limit of " +
+          std::to_string(lag_.abort_bytes) + ": writes outpace the stream");
+    return false;
+  }
+  return true;
+}
+
 void IncumbentMachine::tick() {
   if (phase_ == IncumbentPhase::kIdle || phase_ == IncumbentPhase::kCommitted) return;
   int64_t now = env_.now_us();
@@ -374,6 +392,9 @@ void IncumbentMachine::tick() {
       auto done = env_.checkpoint_step();
       if (!done.ok()) return abort("checkpoint failed: " + done.error().to_string());
       if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
+      // The successor reads the stream only once restored, so a paced checkpoint of a
+      // busy server is when the backlog grows: the lag policy holds here too.
+      if (!apply_lag_policy()) return;
       if (!done.value()) return;
       if (schemas_pending_) {
         if (now < schemas_deadline_us_) return;
@@ -402,19 +423,8 @@ void IncumbentMachine::tick() {
     }
     case IncumbentPhase::kCatchUp: {
       if (auto r = env_.pump_deltas(); !r.ok()) return stream_failed(std::move(r).error());
+      if (!apply_lag_policy()) return;
       const uint64_t backlog = env_.backlog_bytes();
-      if (backlog > lag_.abort_bytes) {
-        return abort("delta backlog of " + std::to_string(backlog) + " bytes passed the limit of " +
-                     std::to_string(lag_.abort_bytes) + ": writes outpace the stream");
-      }
-      if (backlog > lag_.throttle_bytes && !throttled_) {
-        throttled_ = true;
-        env_.throttle(true);
-        env_.log("delta backlog " + std::to_string(backlog) + " bytes: throttling the server");
-      } else if (backlog <= lag_.throttle_bytes / 2 && throttled_) {
-        throttled_ = false;
-        env_.throttle(false);
-      }
       if (!restored_at_us_) {
         if (now >= deadline_us_) {
           return abort("successor did not restore within " + seconds_text(timeouts_.restored_us));

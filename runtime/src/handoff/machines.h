@@ -178,6 +178,9 @@ class IncumbentMachine {
   void tick();
 
  private:
+  // Throttles the server above LagPolicy::throttle_bytes of backlog (and lifts it below
+  // half), aborts above abort_bytes. False once it aborted.
+  bool apply_lag_policy();
   void on_hello(const Hello& h);
   Result<void> send_early();
   void freeze();
