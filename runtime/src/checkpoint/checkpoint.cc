@@ -38,11 +38,7 @@ int64_t now_us() { return micros_since(Clock::time_point{}); }
 
 // This thread's CPU time: the server's own work between turns, as opposed to time it
 // spent blocked with nothing to serve.
-int64_t thread_cpu_us() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
-}
+int64_t thread_cpu_us() { return clock_us(CLOCK_THREAD_CPUTIME_ID); }
 
 std::string hex32(uint32_t v) {
   char buf[16];
@@ -658,12 +654,7 @@ Result<RestoreResult> restore_checkpoint(int fd, Registry& registry,
     // The restore's threads (the restorer, its decoder and prefaulters) are the process's
     // CPU less this waiting thread's own.
     const auto others_cpu_us = [] {
-      const auto us = [](clockid_t c) {
-        timespec ts{};
-        ::clock_gettime(c, &ts);
-        return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
-      };
-      return us(CLOCK_PROCESS_CPUTIME_ID) - us(CLOCK_THREAD_CPUTIME_ID);
+      return clock_us(CLOCK_PROCESS_CPUTIME_ID) - clock_us(CLOCK_THREAD_CPUTIME_ID);
     };
     int64_t last_cpu = others_cpu_us();
     std::unique_lock lock(mu);

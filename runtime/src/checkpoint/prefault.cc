@@ -35,9 +35,8 @@ Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window,
 }
 
 int64_t Prefaulter::cpu_us() const {
-  timespec ts{};
-  if (!has_cpu_clock_ || !thread_.joinable() || ::clock_gettime(cpu_clock_, &ts) != 0) return 0;
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  if (!has_cpu_clock_ || !thread_.joinable()) return 0;
+  return std::max<int64_t>(0, clock_us(cpu_clock_));
 }
 
 Prefaulter::~Prefaulter() { stop(); }

@@ -8,12 +8,21 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <ctime>
 #include <functional>
 #include <mutex>
 #include <thread>
 
 namespace baton {
+
+/// Microseconds on CPU clock `clock` (a thread's, the process's), or -1 if it cannot be
+/// read (a thread that has exited).
+inline int64_t clock_us(clockid_t clock) {
+  timespec ts{};
+  if (::clock_gettime(clock, &ts) != 0) return -1;
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
 
 class Prefaulter {
  public:
