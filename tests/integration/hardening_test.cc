@@ -309,25 +309,38 @@ TEST(Hardening, ControlPathIsRemovedAtExitAndAStaleOneReplaced) {
 // waited behind it. Now the parse resumes where it stopped: 100 trickled bytes, each
 // followed by another client's PING, cost about what the same rounds cost with a small
 // pending request, measured first in the same run (a ratio, not a time: sanitizer builds
-// are ten times slower, the fix's effect is a hundred times).
+// are ten times slower, the fix's effect is a hundred times). Each side is the fastest of
+// three batches: the server may still be reading the last megabytes of the 7 MB (growing
+// its buffers, one page fault at a time) during the first batch, a one-time cost that is
+// not the per-byte cost this case is about (it made the first batch 20 times the baseline
+// on a machine with slow page faults).
 TEST(Hardening, ATricklingHugeRequestDoesNotStarveOtherClients) {
   Kvd s(KVD_BIN);
   RespClient attacker(s.port()), small(s.port()), other(s.port());
   ASSERT_TRUE(attacker.connected() && small.connected() && other.connected());
   constexpr int kArgs = 1'000'000;
   constexpr int kTrickled = 100;
-  // 100 rounds of one trickled byte to `client`, then a PING from `other`.
-  auto rounds = [&](RespClient& client) {
-    const auto t0 = testing::Clock::now();
-    for (int i = 0; i < kTrickled; ++i) {
-      if (!client.send_raw("y") || other.call({"PING"}) != "PONG") return -1.0;
+  constexpr int kBatches = 3;
+  // The fastest of kBatches batches of 100 rounds: one trickled byte to `client`, then a
+  // PING from `other`. -1 if a round fails.
+  auto rounds = [&](RespClient& client, const char* what) {
+    double best = -1;
+    for (int batch = 0; batch < kBatches; ++batch) {
+      const auto t0 = testing::Clock::now();
+      for (int i = 0; i < kTrickled; ++i) {
+        if (!client.send_raw("y") || other.call({"PING"}) != "PONG") return -1.0;
+      }
+      const double ms =
+          std::chrono::duration<double, std::milli>(testing::Clock::now() - t0).count();
+      std::printf("%d rounds behind %s: %.1f ms\n", kTrickled, what, ms);
+      best = best < 0 ? ms : std::min(best, ms);
     }
-    return std::chrono::duration<double, std::milli>(testing::Clock::now() - t0).count();
+    return best;
   };
-  const std::string tail = "$" + std::to_string(kTrickled) + "\r\n";
+  const std::string tail = "$" + std::to_string(kTrickled * kBatches) + "\r\n";
   ASSERT_TRUE(small.send_raw("*2\r\n$4\r\nECHO\r\n" + tail));
   ASSERT_EQ(other.call({"PING"}), "PONG");
-  const double baseline_ms = rounds(small);
+  const double baseline_ms = rounds(small, "a small request");
   ASSERT_GE(baseline_ms, 0);
   std::string bulk = "*" + std::to_string(kArgs + 1) + "\r\n";
   bulk.reserve(8u << 20);
@@ -335,24 +348,26 @@ TEST(Hardening, ATricklingHugeRequestDoesNotStarveOtherClients) {
   bulk += tail;
   ASSERT_TRUE(attacker.send_raw(bulk));
   ASSERT_EQ(other.call({"PING"}), "PONG");
-  const double huge_ms = rounds(attacker);
+  const double huge_ms = rounds(attacker, "a 7 MB request");
   ASSERT_GE(huge_ms, 0);
-  std::printf("%d rounds: %.1f ms behind a small request, %.1f ms behind a 7 MB one\n", kTrickled,
-              baseline_ms, huge_ms);
+  std::printf(
+      "%d rounds, fastest of %d: %.1f ms behind a small request, %.1f ms behind a 7 MB "
+      "one\n",
+      kTrickled, kBatches, baseline_ms, huge_ms);
   // Before the fix: 2814 ms against about 3 (a thousand times). A loose bound: 5 times,
-  // plus 50 ms for scheduling noise on a tiny baseline. In sanitizer builds the rounds
-  // behind the huge request cost about 50 (ASan) and 70 (TSan) times the baseline even
-  // with the fix, against about 4 times in an optimised build: a per-read cost not yet
-  // explained (issue 14's closing note). Reported, not judged, there.
+  // plus 50 ms for scheduling noise on a tiny baseline. Sanitizer builds measured 50
+  // (ASan) and 70 (TSan) times the baseline when only one batch was timed (issue 14's
+  // closing note called it a per-read cost not yet explained; the first batch here shows
+  // it was the rest of the 7 MB being read): reported, not judged, there.
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
   GTEST_LOG_(INFO) << "sanitizer build: the ratio is reported only";
 #else
   EXPECT_LT(huge_ms, 5 * baseline_ms + 50)
       << kTrickled << " trickled bytes and PINGs took " << huge_ms << " ms behind a 7 MB request, "
-      << baseline_ms << " ms behind a small one";
+      << baseline_ms << " ms behind a small one (fastest of " << kBatches << " batches)";
 #endif
   ASSERT_TRUE(small.send_raw("\r\n"));
-  EXPECT_EQ(small.reply(), std::string(kTrickled, 'y'));
+  EXPECT_EQ(small.reply(), std::string(kTrickled * kBatches, 'y'));
   ASSERT_TRUE(attacker.send_raw("\r\n"));
   EXPECT_EQ(attacker.reply().rfind("(error) ERR unknown command 'x'", 0), 0u);
   EXPECT_EQ(attacker.call({"PING"}), "PONG") << "the connection is framed still";
