@@ -48,7 +48,7 @@ void fill(wire::Record::Builder r, std::string_view key, const Entry& e) {
   std::visit(
       [&](const auto& x) {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::string>) {
+        if constexpr (std::is_same_v<T, CompactString>) {
           v.setString(as_data(x));
         } else if constexpr (std::is_same_v<T, Borrowed>) {
           v.setString(as_data(x.view()));
@@ -99,7 +99,7 @@ Result<Entry> materialize(wire::Record::Reader r, bool borrow, size_t message_by
       if (borrow) {
         e.value = Borrowed{bytes.data(), bytes.size()};
       } else {
-        e.value = std::string(bytes);
+        e.value = CompactString(bytes);
       }
       break;
     }

@@ -127,12 +127,15 @@ class TrackedMap final : public Section {
     Slot() = default;
     Slot(Slot&&) noexcept = default;
     Slot& operator=(Slot&&) noexcept = default;
-    std::string key;
+    CompactString key;
     Entry entry;
     uint32_t birth_epoch = 0;
     bool used = false;
     uint8_t digest_mark = 0;  // == digest_mark_: hashed by the current digest, or born after it
   };
+  // 56 bytes: the part of a key's memory that is not its value's heap block or its share
+  // of the index (docs/design.md, "Memory per key").
+  static_assert(sizeof(Slot) == 56);
   static constexpr uint32_t kNoSlot = UINT32_MAX;
 
   uint32_t lookup(std::string_view key, uint64_t hash) const;
@@ -140,7 +143,7 @@ class TrackedMap final : public Section {
   // Returns the slot of `key`, inserting an empty string entry if missing.
   std::pair<uint32_t, bool> find_or_insert(std::string_view key);
   // Inserts a key known to be absent, with its hash; returns its slot.
-  uint32_t insert_new(std::string&& key, uint64_t hash);
+  uint32_t insert_new(std::string_view key, uint64_t hash);
   Result<void> flush_restore_batch();
   void remove_slot(uint32_t slot);
   void grow_index();

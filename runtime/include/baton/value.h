@@ -12,6 +12,8 @@
 #include <utility>
 #include <variant>
 
+#include "baton/compact_string.h"
+
 namespace baton {
 
 /// The value types a checkpoint record can carry.
@@ -44,7 +46,7 @@ class ZSet {
 };
 
 /// A heap-held T with value semantics (deep copy, deep equality). It keeps collections
-/// out of line so an Entry stays 48 bytes: strings dominate real state.
+/// out of line so an Entry stays 32 bytes: strings dominate real state.
 template <typename T>
 class Box {
  public:
@@ -74,17 +76,18 @@ struct Borrowed {
   bool operator==(const Borrowed& o) const { return view() == o.view(); }
 };
 
-/// One key's value and its expiry (Unix milliseconds; 0 means it never expires).
+/// One key's value and its expiry (Unix milliseconds; 0 means it never expires). 32 bytes:
+/// a string is a CompactString, a collection is boxed.
 struct Entry {
   /// The first five alternatives are in ValueType order; Borrowed is also a string.
-  std::variant<std::string, Box<List>, Box<Set>, Box<Hash>, Box<ZSet>, Borrowed> value;
+  std::variant<CompactString, Box<List>, Box<Set>, Box<Hash>, Box<ZSet>, Borrowed> value;
   int64_t expires_at_ms = 0;
 
   Entry() = default;
   /// A copy owns its bytes: a Borrowed view is only valid while the section that
   /// restored it holds the mapping, which a copy cannot know.
   Entry(const Entry& o) : value(o.value), expires_at_ms(o.expires_at_ms) {
-    if (auto* b = std::get_if<Borrowed>(&value)) value = std::string(b->view());
+    if (auto* b = std::get_if<Borrowed>(&value)) value = CompactString(b->view());
   }
   Entry& operator=(const Entry& o) {
     if (this != &o) *this = Entry(o);
@@ -103,13 +106,13 @@ struct Entry {
   /// The string value, owned or borrowed. Requires is_string().
   std::string_view str() const {
     if (auto* b = std::get_if<Borrowed>(&value)) return b->view();
-    return std::get<std::string>(value);
+    return std::get<CompactString>(value);
   }
   /// The string value as owned bytes to modify, copying borrowed bytes first.
   /// Requires is_string().
-  std::string& own_string() {
-    if (auto* b = std::get_if<Borrowed>(&value)) value = std::string(b->view());
-    return std::get<std::string>(value);
+  CompactString& own_string() {
+    if (auto* b = std::get_if<Borrowed>(&value)) value = CompactString(b->view());
+    return std::get<CompactString>(value);
   }
   /// The value as one collection type, or nullptr if it holds another.
   const List* list() const { return unbox<List>(); }
@@ -138,5 +141,7 @@ struct Entry {
     return b ? &**b : nullptr;
   }
 };
+
+static_assert(sizeof(Entry) == 32, "an Entry is part of every key's slot: keep it small");
 
 }  // namespace baton

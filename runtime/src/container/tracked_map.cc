@@ -121,10 +121,10 @@ void TrackedMap::grow_index() {
 std::pair<uint32_t, bool> TrackedMap::find_or_insert(std::string_view key) {
   uint64_t h = hash_key(key);
   if (uint32_t s = lookup(key, h); s != kNoSlot) return {s, false};
-  return {insert_new(std::string(key), h), true};
+  return {insert_new(key, h), true};
 }
 
-uint32_t TrackedMap::insert_new(std::string&& key, uint64_t h) {
+uint32_t TrackedMap::insert_new(std::string_view key, uint64_t h) {
   if ((live_ + 1) * 10 > index_.size() * 7) grow_index();
   uint32_t s;
   if (!free_slots_.empty()) {
@@ -136,7 +136,7 @@ uint32_t TrackedMap::insert_new(std::string&& key, uint64_t h) {
   }
   Slot& slot = slots_[s];
   bytes_ += key.size() + kRecordOverhead;
-  slot.key = std::move(key);
+  slot.key.assign(key);
   slot.entry = Entry{};
   slot.birth_epoch = epoch_;
   slot.used = true;
@@ -205,10 +205,10 @@ void TrackedMap::set(std::string_view key, std::string_view value, int64_t expir
   Entry& e = slots_[s].entry;
   const bool was_borrowed = !inserted && e.is_borrowed();
   if (!inserted) bytes_ -= e.payload_bytes();
-  if (auto* str = std::get_if<std::string>(&e.value)) {
+  if (auto* str = std::get_if<CompactString>(&e.value)) {
     str->assign(value);
   } else {
-    e.value = std::string(value);  // built before a borrow is released: `value` may be it
+    e.value = CompactString(value);  // built before a borrow is released: `value` may be it
   }
   if (was_borrowed) release_borrow();
   e.expires_at_ms = expires_at_ms;
@@ -265,13 +265,13 @@ Result<int64_t> TrackedMap::incr_by(std::string_view key, int64_t by) {
   bytes_ -= e.payload_bytes();
   if (e.is_borrowed()) {
     // `current` is already parsed; drop the borrowed bytes without reading them again.
-    e.value = std::string();
+    e.value = CompactString();
     release_borrow();
   }
-  auto& str = std::get<std::string>(e.value);
+  auto& str = std::get<CompactString>(e.value);
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, next);
-  str.assign(buf, end);
+  str.assign(buf, static_cast<size_t>(end - buf));
   bytes_ += str.size();
   log(s, kOpIncrBy, key, {Le64(by).view()});
   return next;
@@ -490,7 +490,7 @@ uint64_t TrackedMap::digest() const {
     std::visit(
         [&](const auto& v) {
           using T = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same_v<T, std::string>) {
+          if constexpr (std::is_same_v<T, CompactString>) {
             d = mix(d ^ h(v));
           } else if constexpr (std::is_same_v<T, Borrowed>) {
             d = mix(d ^ h(v.view()));
@@ -646,7 +646,7 @@ Result<void> TrackedMap::flush_restore_batch() {
       restore_batch_.clear();
       return Error(ErrorKind::kCorrupt, "section '" + name() + "' holds key '" + key + "' twice");
     }
-    uint32_t s = insert_new(std::move(r.key), r.hash);
+    uint32_t s = insert_new(r.key, r.hash);
     bytes_ += r.entry.payload_bytes();
     if (r.entry.is_borrowed()) ++borrowed_live_;
     slots_[s].entry = std::move(r.entry);

@@ -55,7 +55,7 @@ struct PayloadBytes {
   size_t operator()(const Box<T>& b) const {
     return (*this)(*b);
   }
-  size_t operator()(const std::string& s) const { return s.size(); }
+  size_t operator()(const CompactString& s) const { return s.size(); }
   size_t operator()(const Borrowed& b) const { return b.size; }
   size_t operator()(const List& l) const {
     size_t n = 0;
