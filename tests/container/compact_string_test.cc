@@ -92,6 +92,25 @@ TEST(CompactString, CopiesMovesAndComparesLikeStdString) {
   }
 }
 
+TEST(CompactString, EmptyViewsWithNullDataAreFine) {
+  // Cap'n Proto's empty Data and a default std::string_view have a null data(); copying 0
+  // bytes from null is undefined behaviour that UBSan reports (the fuzzer found it).
+  const std::string_view null_empty;
+  ASSERT_EQ(null_empty.data(), nullptr);
+  CompactString s(null_empty);
+  EXPECT_TRUE(s.empty());
+  s.append(null_empty);
+  s.assign("x");
+  s.append(null_empty);
+  EXPECT_EQ(s.view(), "x");
+  s.assign(null_empty);
+  EXPECT_TRUE(s.empty());
+  CompactString heap(std::string(30, 'h'));
+  heap.append(null_empty);
+  heap.assign(null_empty);
+  EXPECT_TRUE(heap.empty());
+}
+
 TEST(CompactString, RefusesMoreThanItsLimitWithoutChangingTheString) {
   CompactString s("kept");
   // A view of kMaxSize + 1 bytes is never read: the size is checked first.

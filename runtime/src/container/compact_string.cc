@@ -17,12 +17,18 @@ void check_size(size_t n) {
 
 char* allocate(size_t n) { return static_cast<char*>(::operator new(n)); }
 
+// memmove that accepts the null data() of an empty view (memmove's arguments must not be
+// null even for 0 bytes; the checkpoint fuzzer found an empty value that had one).
+void move_bytes(void* to, const char* from, size_t n) {
+  if (n > 0) std::memmove(to, from, n);
+}
+
 }  // namespace
 
 void CompactString::init(std::string_view s) {
   check_size(s.size());
   if (s.size() <= kInline) {
-    std::memcpy(raw_, s.data(), s.size());
+    move_bytes(raw_, s.data(), s.size());
     set_small(s.size());
     return;
   }
@@ -42,7 +48,7 @@ CompactString& CompactString::assign(std::string_view s) {
   if (s.size() <= kInline) {
     // Read the old block's address before the inline bytes overwrite it; `s` may be in it.
     char* old = small() ? nullptr : load<char*>(0);
-    std::memmove(raw_, s.data(), s.size());
+    move_bytes(raw_, s.data(), s.size());
     set_small(s.size());
     ::operator delete(old);
     return *this;
@@ -59,7 +65,7 @@ CompactString& CompactString::append(std::string_view s) {
   check_size(n + s.size());
   const size_t total = n + s.size();
   if (total <= capacity()) {
-    std::memmove(data() + n, s.data(), s.size());
+    move_bytes(data() + n, s.data(), s.size());
     if (small()) {
       set_small(total);
     } else {
@@ -71,7 +77,7 @@ CompactString& CompactString::append(std::string_view s) {
   const size_t cap = std::min(kMaxSize, std::max(total, 2 * n));
   char* block = allocate(cap);
   std::memcpy(block, data(), n);
-  std::memcpy(block + n, s.data(), s.size());  // `s` may view the old bytes: still there
+  move_bytes(block + n, s.data(), s.size());  // `s` may view the old bytes: still there
   release();
   set_heap(block, total, cap);
   return *this;
