@@ -44,6 +44,33 @@ TEST(Migration, V1CheckpointRestoresIntoV2WithoutExpiries) {
   EXPECT_EQ(r->notes[0], "section 'kv' migrated from schema version 1 to 2");
 }
 
+TEST(Migration, AStringGrownPastItsLimitFailsTheRestoreNamingIt) {
+  Registry reg1;
+  TrackedMap v1("kv", 1);
+  ASSERT_TRUE(reg1.add(v1).ok());
+  v1.set("a", "1");
+  auto cp = checkpoint_now(reg1);
+  reg1.log().end_capture();
+
+  Registry reg2;
+  TrackedMap v2("kv", 2);
+  ASSERT_TRUE(reg2.add(v2).ok());
+  // The size is checked before any byte is read, so the view's bytes are never touched.
+  ASSERT_TRUE(v2.migrations()
+                  .add(1, 2,
+                       [](std::string_view, Entry& e) {
+                         e.own_string().append(
+                             std::string_view(e.str().data(), CompactString::kMaxSize));
+                       })
+                  .ok());
+  auto r = restore_checkpoint(cp.fd(), reg2);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind(), ErrorKind::kCapacity);
+  EXPECT_NE(r.error().message().find("longer than the 2 GiB - 1 a CompactString holds"),
+            std::string::npos)
+      << r.error().message();
+}
+
 TEST(Migration, V2RollbackToV1DropsExpiriesExplicitly) {
   Versioned v2(2);
   v2.map.set("volatile", "1", 1900000000000);

@@ -16,6 +16,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 
@@ -733,6 +734,8 @@ Result<RestoreResult> restore_here(int fd, Registry& registry, const RestoreOpti
   } catch (const std::bad_alloc&) {
     return Error(ErrorKind::kCapacity, "out of memory restoring the checkpoint (" +
                                            std::to_string(h.total_bytes) + " bytes)");
+  } catch (const std::length_error& e) {  // a migration grew a string past CompactString's limit
+    return Error(ErrorKind::kCapacity, std::string("restoring the checkpoint: ") + e.what());
   }
   for (Section* s : out.by_peer_id) {
     if (s->peer_version() != s->schema_version()) {
