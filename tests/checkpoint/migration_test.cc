@@ -45,12 +45,10 @@ TEST(Migration, V1CheckpointRestoresIntoV2WithoutExpiries) {
 }
 
 TEST(Migration, AStringGrownPastItsLimitFailsTheRestoreNamingIt) {
-  Registry reg1;
-  TrackedMap v1("kv", 1);
-  ASSERT_TRUE(reg1.add(v1).ok());
-  v1.set("a", "1");
-  auto cp = checkpoint_now(reg1);
-  reg1.log().end_capture();
+  Versioned v1(1);
+  v1.map.set("a", "1");
+  auto cp = checkpoint_now(v1.reg);
+  v1.reg.log().end_capture();
 
   Registry reg2;
   TrackedMap v2("kv", 2);
