@@ -11,7 +11,8 @@ foreach(name
     BM_Restore/67108864 BM_Restore/1073741824
     BM_DigestAtTheCut/67108864 BM_DigestAtTheCut/1073741824
     BM_RecordDelta/idle BM_RecordDelta/active
-    BM_NewKeyAfterRestore/12000000 BM_NewKeyAtAPowerOfTwo/8388608
+    BM_NewKeyAfterRestore/12000000 BM_NewKeyAtAPowerOfTwo/8388608 BM_NewKeyAtIndexGrowth/16777216
+    BM_Lookup/keys:4194304/hit:1 BM_Lookup/keys:4194304/hit:0 BM_Fill/4194304
     BM_PassFds/1 BM_PassFds/1000 BM_PassFds/10000 BM_Stream/uring BM_Stream/writev)
 
   string(FIND "${listed}" "${name}" at)

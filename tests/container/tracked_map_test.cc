@@ -3,6 +3,9 @@
 
 #include <random>
 #include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "baton/tracked_map.h"
 #include "checkpoint_util.h"
@@ -44,6 +47,99 @@ TEST(TrackedMap, ANewKeyAfterARestoreDoesNotMoveEverySlot) {
     m.set("a new key", "v");
     EXPECT_EQ(m.find("k0"), first) << n << " restored records: the slot array moved";
     EXPECT_EQ(m.size(), n + 1);
+  }
+}
+
+TEST(TrackedMap, ARestoreOfFewerRecordsThanAnnouncedHoldsOnlyThose) {
+  // restore_begin maps the slots for every announced record up front; walking the map
+  // must stop at the slots actually filled, not at the mapped ones.
+  TrackedMap m("kv", 1);
+  ASSERT_TRUE(m.restore_begin(200'000, nullptr).ok());
+  for (int i = 0; i < 10; ++i) {
+    Entry e;
+    e.value = CompactString("v" + std::to_string(i));
+    ASSERT_TRUE(m.restore_record("k" + std::to_string(i), std::move(e)).ok());
+  }
+  ASSERT_TRUE(m.restore_end().ok());
+  size_t seen = 0;
+  m.for_each([&](std::string_view k, const Entry& e) {
+    ++seen;
+    EXPECT_EQ(e.str(), "v" + std::string(k.substr(1)));
+  });
+  EXPECT_EQ(seen, 10u);
+  EXPECT_EQ(m.size(), 10u);
+  EXPECT_EQ(m.recount_bytes(), m.estimate_bytes());
+  m.set("after", "x");  // lands in the next mapped slot
+  EXPECT_EQ(m.find("after")->str(), "x");
+  EXPECT_EQ(m.size(), 11u);
+}
+
+TEST(TrackedMap, GrowingNeverMovesAnEntry) {
+  // Slots live in blocks of 65536 that never move: 200k keys cross three block boundaries
+  // and fourteen doublings of the index, and the first entries stay where they were.
+  TrackedMap m("kv", 1);
+  m.set("k0", "small");  // inline: its bytes are in the slot itself
+  const Entry* first = m.find("k0");
+  std::vector<const Entry*> at(4, nullptr);
+  for (uint32_t i = 1; i < 200'000; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    if (i % 65'536 == 0) {
+      // The insert that maps a new block, with a value viewing another slot's bytes.
+      m.set(key, m.find("k0")->str());
+      at[i / 65'536] = m.find(key);
+    } else {
+      m.set(key, std::to_string(i));
+    }
+  }
+  EXPECT_EQ(m.find("k0"), first);
+  EXPECT_EQ(m.find("k0")->str(), "small");
+  for (uint32_t b = 1; b < 4; ++b) {
+    const std::string key = "k" + std::to_string(b * 65'536);
+    EXPECT_EQ(m.find(key), at[b]) << key;
+    EXPECT_EQ(m.find(key)->str(), "small") << key;
+  }
+  EXPECT_EQ(m.size(), 200'000u);
+  EXPECT_EQ(m.recount_bytes(), m.estimate_bytes());
+}
+
+TEST(TrackedMap, LookupsErasesAndReusedSlotsStayExactWhileTheIndexDoubles) {
+  // A doubling index moves 16 keys per insert or erase, with lookups probing the new
+  // index and then the old meanwhile. Random sets and erases over a growing key space
+  // (freed slots are reused during doublings) are checked against a reference map: the
+  // key each operation touches at once, and everything every 4096 operations.
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed);
+    TrackedMap m("kv", 1);
+    std::unordered_map<std::string, std::string> ref;
+    auto same = [&] {
+      size_t seen = 0;
+      bool ok = true;
+      m.for_each([&](std::string_view k, const Entry& e) {
+        auto it = ref.find(std::string(k));
+        ok = ok && it != ref.end() && it->second == e.str();
+        ++seen;
+      });
+      return ok && seen == ref.size() && m.size() == ref.size();
+    };
+    for (uint32_t op = 0; op < 120'000; ++op) {
+      const uint32_t space = 1000 + op / 2;  // grows: the index doubles again and again
+      const std::string key = "key" + std::to_string(rng() % space);
+      if (rng() % 4 == 0) {
+        ASSERT_EQ(m.erase(key), ref.erase(key) == 1) << key;
+      } else {
+        const std::string value = std::to_string(op);
+        m.set(key, value);
+        ref[key] = value;
+      }
+      const Entry* e = m.find(key);
+      auto it = ref.find(key);
+      ASSERT_EQ(e != nullptr, it != ref.end()) << key;
+      if (e != nullptr) ASSERT_EQ(e->str(), it->second) << key;
+      if (op % 4096 == 0) ASSERT_TRUE(same()) << "after operation " << op;
+    }
+    ASSERT_TRUE(same());
+    EXPECT_EQ(m.recount_bytes(), m.estimate_bytes());
   }
 }
 

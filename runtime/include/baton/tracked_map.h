@@ -2,6 +2,8 @@
 // (string, list, set, hash, zset, with expiry) that records its own deltas.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -21,8 +23,11 @@ enum class End : uint8_t { kLeft = 0, kRight = 1 };
 /// A tracked hash map section. Mutations made while the log captures are logged as
 /// operations under the cursor rule (docs/design.md), so replay is exact even for
 /// non-idempotent ones such as incr_by and push. Single-threaded, like the server loop
-/// that owns it. Arguments must not view this map's own storage, except set()'s value,
-/// which is copied first when it does.
+/// that owns it. Arguments must not view this map's own storage, except set()'s value.
+/// Growing never stalls a request for the size of the map: slots live in blocks that
+/// never move, and a full index doubles by moving a few keys per mutation; a server that
+/// calls erase_expired() from its loop also moves them while requests only read
+/// (docs/design.md, "Growing without a stall").
 class TrackedMap final : public Section {
  public:
   TrackedMap(std::string name, uint32_t schema_version);
@@ -36,8 +41,9 @@ class TrackedMap final : public Section {
   /// Calls fn(key, entry) for every entry, in slot order.
   template <typename F>
   void for_each(F&& fn) const {
-    for (const Slot& s : slots_)
+    slots_.for_each([&](const Slot& s) {
       if (s.used) fn(std::string_view(s.key), s.entry);
+    });
   }
   /// Exact equality of contents, regardless of slot layout.
   bool same_contents(const TrackedMap& other) const;
@@ -79,7 +85,8 @@ class TrackedMap final : public Section {
   bool expire_at(std::string_view key, int64_t expires_at_ms);
   /// Erases entries whose expiry is at or before `now_ms` among up to `budget` slots from
   /// `*cursor` on (wrapping; the cursor advances), as erase() would. Returns how many it
-  /// erased. A server calls it from its loop to reclaim keys nobody reads again.
+  /// erased. A server calls it from its loop to reclaim keys nobody reads again; it also
+  /// moves up to `budget` keys of a doubling index.
   size_t erase_expired(int64_t now_ms, size_t budget, size_t* cursor);
 
   // --- Section ---
@@ -132,12 +139,104 @@ class TrackedMap final : public Section {
     uint32_t birth_epoch = 0;
     bool used = false;
     uint8_t digest_mark = 0;  // == digest_mark_: hashed by the current digest, or born after it
+    uint8_t index_gen = 0;    // == index_gen_: the key is in index_ (see old_index_)
   };
   // 56 bytes: the part of a key's memory that is not its value's heap block or its share
   // of the index (docs/design.md, "Memory per key").
   static_assert(sizeof(Slot) == 56);
   static constexpr uint32_t kNoSlot = UINT32_MAX;
 
+  // The slots, in blocks of kPerBlock mapped apart and never moved: adding a block does
+  // not copy the others, so a growing map never stalls a request for its size. A slot's
+  // number is its block and its place in it.
+  class SlotBlocks {
+   public:
+    static constexpr unsigned kBits = 16;
+    static constexpr uint32_t kPerBlock = uint32_t{1} << kBits;  // 3.5 MiB of slots
+    static constexpr size_t kBlockBytes = size_t{kPerBlock} * sizeof(Slot);
+    SlotBlocks() = default;
+    SlotBlocks(const SlotBlocks&) = delete;
+    SlotBlocks& operator=(const SlotBlocks&) = delete;
+    ~SlotBlocks() { clear(); }
+
+    uint32_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    Slot& operator[](uint32_t i) { return blocks_[i >> kBits][i & (kPerBlock - 1)]; }
+    const Slot& operator[](uint32_t i) const { return blocks_[i >> kBits][i & (kPerBlock - 1)]; }
+    /// Constructs slot size(), mapping a block when the last is full (std::bad_alloc when
+    /// the kernel refuses), and returns its number.
+    uint32_t emplace_back();
+    /// On an empty array: maps the blocks for `n` slots as one region, so a restore can
+    /// populate them ahead of its inserts. Returns the region, or nullptr if refused.
+    std::byte* reserve(size_t n);
+    /// Destroys every slot and unmaps every block.
+    void clear();
+    template <typename F>
+    void for_each(F&& fn) const {
+      // Blocks past size() may be mapped (a restore maps them all first): stop at size().
+      for (uint32_t b = 0; b < blocks_.size() && size_t{b} * kPerBlock < size_; ++b) {
+        const uint32_t n = std::min(kPerBlock, size_ - b * kPerBlock);
+        for (uint32_t j = 0; j < n; ++j) fn(blocks_[b][j]);
+      }
+    }
+
+   private:
+    bool map_blocks(size_t count);
+
+    std::vector<Slot*> blocks_;
+    std::vector<std::pair<void*, size_t>> regions_;  // mappings, for munmap
+    uint32_t size_ = 0;
+  };
+
+  // Open addressing, linear probing. A bucket holds its slot's number + 1 (0 when empty,
+  // so fresh zero pages are an empty index and sizing one touches no memory) and the
+  // hash's high bits, so most probes never touch the slot itself.
+  struct Bucket {
+    uint32_t slot1;
+    uint32_t tag;
+  };
+  class BucketArray {
+   public:
+    BucketArray() = default;
+    explicit BucketArray(size_t n);  // n: a power of two; all empty. bad_alloc if refused
+    BucketArray(BucketArray&& o) noexcept { swap(o); }
+    BucketArray& operator=(BucketArray&& o) noexcept {
+      BucketArray(std::move(o)).swap(*this);
+      return *this;
+    }
+    ~BucketArray();
+    void swap(BucketArray& o) noexcept {
+      std::swap(data_, o.data_);
+      std::swap(size_, o.size_);
+      std::swap(mapped_, o.mapped_);
+      std::swap(released_, o.released_);
+      std::swap(populated_, o.populated_);
+    }
+    size_t size() const { return size_; }
+    size_t mask() const { return size_ - 1; }
+    bool mapped() const { return mapped_; }
+    /// Gives back the next `bytes` of a mapped array's pages to the kernel (their buckets
+    /// read as empty after); returns whether none is left.
+    bool release_some(size_t bytes);
+    /// Populates the next `bytes` of a mapped array's pages in one call (a page costs
+    /// 0.9 us so, and 11 us as the fault of a write to a random bucket); returns whether
+    /// every page is. A hint: a kernel without MADV_POPULATE_WRITE counts them done.
+    bool populate_some(size_t bytes);
+    Bucket* data() { return data_; }
+    Bucket& operator[](size_t i) { return data_[i]; }
+    const Bucket& operator[](size_t i) const { return data_[i]; }
+
+   private:
+    Bucket* data_ = nullptr;
+    size_t size_ = 0;
+    bool mapped_ = false;   // mmap'd (large) rather than calloc'd
+    size_t released_ = 0;   // bytes given back by release_some()
+    size_t populated_ = 0;  // bytes populated by populate_some()
+  };
+
+  uint32_t probe(const BucketArray& index, std::string_view key, uint64_t hash) const;
+  static void place(BucketArray& index, uint32_t slot, uint64_t hash);
+  bool unplace(BucketArray& index, uint32_t slot, uint64_t hash);
   uint32_t lookup(std::string_view key, uint64_t hash) const;
   uint32_t lookup(std::string_view key) const;
   // Returns the slot of `key`, inserting an empty string entry if missing.
@@ -146,7 +245,21 @@ class TrackedMap final : public Section {
   uint32_t insert_new(std::string_view key, uint64_t hash);
   Result<void> flush_restore_batch();
   void remove_slot(uint32_t slot);
+  // Starts doubling the index: the full one becomes old_index_ (finishing a doubling
+  // still under way first).
   void grow_index();
+  // Populates a piece of index_ until all of it is, then moves up to `slots` slots' keys
+  // from old_index_ into it. When every key is in index_, old_index_ retires, and each
+  // later step gives back a piece of its memory.
+  void grow_step(uint32_t slots);
+  // Gives back up to `bytes` more of retired_; once all, keeps its emptied mapping.
+  void release_retired(size_t bytes);
+  bool growing() const { return (old_index_.size() | retired_.size()) != 0; }
+  // Every mutation (an insert or not) takes a step, so a doubling ends under any writes.
+  void advance_growth() {
+    if (BATON_UNLIKELY(growing())) grow_step(kGrowStep);
+  }
+  static constexpr uint32_t kGrowStep = 64;  // slots per step: see tracked_map.cc
   // Typed access for collection ops; kWrongType if the key holds another type.
   template <typename T>
   Result<T*> typed(std::string_view key, bool create, uint32_t* slot_out);
@@ -179,15 +292,24 @@ class TrackedMap final : public Section {
     if (--borrowed_live_ == 0) backings_.clear();
   }
 
-  std::vector<Slot> slots_;
+  SlotBlocks slots_;
   std::vector<uint32_t> free_slots_;
-  // Open addressing, linear probing. A bucket holds a slot index (kNoSlot when empty) and
-  // the hash's high bits, so most probes never touch the slot itself.
-  struct Bucket {
-    uint32_t slot;
-    uint32_t tag;
-  };
-  std::vector<Bucket> index_;
+  // Where lookups look first and inserts go. While it doubles, old_index_ is the index it
+  // replaces: it still holds every key that was in it and is not erased, some of them
+  // already in index_ too (a slot's index_gen says). Each mutation takes a step
+  // (grow_step); the last retires old_index_. Lookups probe both meanwhile.
+  BucketArray index_;
+  BucketArray old_index_;
+  // A doubling's old index, its pages given back a piece per step (releasing 128 MiB at
+  // once stalled one insert for 23 ms: BM_NewKeyAtIndexGrowth/16777216). Emptied, it stays
+  // mapped, address space without memory, until clear() or the map's end: unmapping it
+  // while the map grows stalled an insert as long (docs/design.md, "Growing without a
+  // stall"). Together they are smaller than index_.
+  BucketArray retired_;
+  std::vector<BucketArray> emptied_;
+  uint32_t grow_cursor_ = 0;  // slots below it are in index_
+  uint32_t grow_end_ = 0;     // slots at the start of the doubling
+  uint8_t index_gen_ = 0;
   size_t live_ = 0;
   uint64_t bytes_ = 0;  // running estimate_bytes()
   // Snapshot state: slots below the cursor are written; entries born in the current

@@ -8,10 +8,13 @@
 
 #include <bit>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <new>
+#include <stdexcept>
 
 namespace baton {
 namespace {
@@ -22,6 +25,22 @@ constexpr uint64_t kRecordOverhead = 48;
 // Restores reserving at least this much slot memory populate it on a helper thread.
 constexpr size_t kPrefaultMinBytes = size_t{16} << 20;
 constexpr size_t kPrefaultWindow = size_t{32} << 20;
+
+// kGrowStep (tracked_map.h): slots whose keys each mutation moves into a doubling index.
+// The new index reaches the load that doubles it again after as many inserts as the old
+// one held keys, so any step of 2 or more finishes in time unless most slots are free.
+// 64 ends a doubling of n keys within n / 64 mutations, so the old index's memory is not
+// held for long (with 16, kvd's bench measured it in its steady memory: 11 bytes a key),
+// and costs a mutation a few microseconds while one runs (BM_NewKeyAtIndexGrowth).
+
+// Bucket arrays at least this large are mapped (fresh zero pages, touched only when
+// used) instead of calloc'd.
+constexpr size_t kMapMinBytes = size_t{256} << 10;
+
+// What each step gives back of a retired index: 16 pages, about 60 us on this machine.
+constexpr size_t kReleaseBytes = size_t{64} << 10;
+// What each step populates of a doubling index before keys move: 16 pages, about 15 us.
+constexpr size_t kPopulateBytes = size_t{64} << 10;
 
 uint64_t hash_key(std::string_view k) { return std::hash<std::string_view>{}(k); }
 
@@ -80,22 +99,137 @@ Error wrong_type() {
 }  // namespace
 
 TrackedMap::TrackedMap(std::string name, uint32_t schema_version)
-    : Section(std::move(name), schema_version) {
-  index_.assign(16, Bucket{kNoSlot, 0});
-}
+    : Section(std::move(name), schema_version), index_(16) {}
 
 TrackedMap::~TrackedMap() = default;
 
+// ---------------------------------------------------------------- storage
+
+uint32_t TrackedMap::SlotBlocks::emplace_back() {
+  // A bucket holds a slot's number + 1, and kNoSlot is UINT32_MAX.
+  if (size_ >= UINT32_MAX - 1) throw std::length_error("a TrackedMap holds at most 2^32-2 slots");
+  if (size_ == blocks_.size() * size_t{kPerBlock}) {
+    // No huge pages here: the insert that touched a fresh one would zero 2 MiB (80 us
+    // measured) where a 4 KiB page costs about a microsecond every 73 slots.
+    if (!map_blocks(1)) throw std::bad_alloc();
+  }
+  Slot* s = &(*this)[size_];
+  new (s) Slot();
+  return size_++;
+}
+
+std::byte* TrackedMap::SlotBlocks::reserve(size_t n) {
+  if (!empty() || n == 0) return nullptr;
+  const size_t blocks = (n + kPerBlock - 1) / kPerBlock;
+  if (blocks > (size_t{UINT32_MAX} + 1) / kPerBlock || !map_blocks(blocks)) return nullptr;
+  return static_cast<std::byte*>(regions_.back().first);
+}
+
+bool TrackedMap::SlotBlocks::map_blocks(size_t count) {
+  const size_t bytes = count * kBlockBytes;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  regions_.emplace_back(p, bytes);
+  for (size_t i = 0; i < count; ++i)
+    blocks_.push_back(reinterpret_cast<Slot*>(static_cast<std::byte*>(p) + i * kBlockBytes));
+  return true;
+}
+
+void TrackedMap::SlotBlocks::clear() {
+  for (uint32_t i = 0; i < size_; ++i) (*this)[i].~Slot();
+  for (auto [p, bytes] : regions_) ::munmap(p, bytes);
+  regions_.clear();
+  blocks_.clear();
+  size_ = 0;
+}
+
+TrackedMap::BucketArray::BucketArray(size_t n) : size_(n) {
+  const size_t bytes = n * sizeof(Bucket);
+  if (bytes >= kMapMinBytes) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    data_ = static_cast<Bucket*>(p);
+    mapped_ = true;
+  } else {
+    data_ = static_cast<Bucket*>(std::calloc(n, sizeof(Bucket)));
+    if (data_ == nullptr) throw std::bad_alloc();
+  }
+}
+
+bool TrackedMap::BucketArray::populate_some(size_t bytes) {
+  const size_t total = size_ * sizeof(Bucket);
+  if (!mapped_ || populated_ >= total) return true;
+  const size_t n = std::min(bytes, total - populated_);
+  if (::madvise(reinterpret_cast<std::byte*>(data_) + populated_, n, MADV_POPULATE_WRITE) != 0) {
+    populated_ = total;  // EINVAL before Linux 5.14, ENOMEM: the faults happen as they come
+    return true;
+  }
+  populated_ += n;
+  return populated_ >= total;
+}
+
+bool TrackedMap::BucketArray::release_some(size_t bytes) {
+  const size_t total = size_ * sizeof(Bucket);
+  if (!mapped_) return true;
+  const size_t n = std::min(bytes, total - released_);
+  if (n > 0) ::madvise(reinterpret_cast<std::byte*>(data_) + released_, n, MADV_DONTNEED);
+  released_ += n;
+  return released_ >= total;
+}
+
+TrackedMap::BucketArray::~BucketArray() {
+  if (mapped_) {
+    ::munmap(data_, size_ * sizeof(Bucket));
+  } else {
+    std::free(data_);
+  }
+}
+
 // ---------------------------------------------------------------- index
 
-uint32_t TrackedMap::lookup(std::string_view key, uint64_t h) const {
-  const size_t mask = index_.size() - 1;
+uint32_t TrackedMap::probe(const BucketArray& index, std::string_view key, uint64_t h) const {
+  const size_t mask = index.mask();
   const auto tag = static_cast<uint32_t>(h >> 32);
   for (size_t i = h & mask;; i = (i + 1) & mask) {
-    const Bucket b = index_[i];
-    if (b.slot == kNoSlot) return kNoSlot;
-    if (b.tag == tag && slots_[b.slot].key == key) return b.slot;
+    const Bucket b = index[i];
+    if (b.slot1 == 0) return kNoSlot;
+    if (b.tag == tag && slots_[b.slot1 - 1].key == key) return b.slot1 - 1;
   }
+}
+
+void TrackedMap::place(BucketArray& index, uint32_t s, uint64_t h) {
+  const size_t mask = index.mask();
+  size_t i = h & mask;
+  while (index[i].slot1 != 0) i = (i + 1) & mask;
+  index[i] = Bucket{s + 1, static_cast<uint32_t>(h >> 32)};
+}
+
+bool TrackedMap::unplace(BucketArray& index, uint32_t s, uint64_t h) {
+  const size_t mask = index.mask();
+  size_t i = h & mask;
+  for (;; i = (i + 1) & mask) {
+    if (index[i].slot1 == 0) return false;
+    if (index[i].slot1 == s + 1) break;
+  }
+  // Backward-shift deletion keeps probe chains intact without tombstones.
+  for (size_t j = i;;) {
+    j = (j + 1) & mask;
+    if (index[j].slot1 == 0) break;
+    size_t home = hash_key(slots_[index[j].slot1 - 1].key) & mask;
+    bool movable = (j > i) ? (home <= i || home > j) : (home <= i && home > j);
+    if (movable) {
+      index[i] = index[j];
+      i = j;
+    }
+  }
+  index[i] = Bucket{0, 0};
+  return true;
+}
+
+uint32_t TrackedMap::lookup(std::string_view key, uint64_t h) const {
+  const uint32_t s = probe(index_, key, h);
+  if (s != kNoSlot || BATON_LIKELY(old_index_.size() == 0)) return s;
+  return probe(old_index_, key, h);
 }
 
 uint32_t TrackedMap::lookup(std::string_view key) const { return lookup(key, hash_key(key)); }
@@ -106,16 +240,45 @@ const Entry* TrackedMap::find(std::string_view key) const {
 }
 
 void TrackedMap::grow_index() {
-  std::vector<Bucket> idx(index_.size() * 2, Bucket{kNoSlot, 0});
-  const size_t mask = idx.size() - 1;
-  for (uint32_t s = 0; s < slots_.size(); ++s) {
-    if (!slots_[s].used) continue;
-    uint64_t h = hash_key(slots_[s].key);
-    size_t i = h & mask;
-    while (idx[i].slot != kNoSlot) i = (i + 1) & mask;
-    idx[i] = Bucket{s, static_cast<uint32_t>(h >> 32)};
+  // Only when most slots are free can a doubling outlast the next one's trigger.
+  if (old_index_.size() != 0) grow_step(UINT32_MAX);
+  if (retired_.size() != 0) release_retired(SIZE_MAX);
+  BucketArray bigger(index_.size() * 2);
+  old_index_ = std::move(index_);
+  index_ = std::move(bigger);
+
+  index_gen_ ^= 1;  // every slot's key is now "not yet in index_"
+  grow_cursor_ = 0;
+  grow_end_ = slots_.size();
+}
+
+void TrackedMap::release_retired(size_t bytes) {
+  if (!retired_.release_some(bytes)) return;
+  if (retired_.mapped()) {
+    emptied_.push_back(std::move(retired_));  // address space only, unmapped at the end
+  } else {
+    retired_ = BucketArray();  // a small heap block: freeing it costs nothing
   }
-  index_.swap(idx);
+}
+
+void TrackedMap::grow_step(uint32_t budget) {
+  if (old_index_.size() == 0) {
+    release_retired(kReleaseBytes);
+    return;
+  }
+  // Moving keys into fresh pages faulted a page per key (64 faults, 7.5 ms, in the first
+  // step at 16 M buckets): populate the new index first, a piece per step, unless told
+  // to finish now. New keys land in it meanwhile.
+  if (!index_.populate_some(kPopulateBytes) && budget != UINT32_MAX) return;
+  while (grow_cursor_ < grow_end_ && budget-- > 0) {
+    Slot& slot = slots_[grow_cursor_];
+    if (slot.used && slot.index_gen != index_gen_) {
+      place(index_, grow_cursor_, hash_key(slot.key));
+      slot.index_gen = index_gen_;
+    }
+    ++grow_cursor_;
+  }
+  if (grow_cursor_ >= grow_end_) retired_ = std::move(old_index_);
 }
 
 std::pair<uint32_t, bool> TrackedMap::find_or_insert(std::string_view key) {
@@ -131,8 +294,7 @@ uint32_t TrackedMap::insert_new(std::string_view key, uint64_t h) {
     s = free_slots_.back();
     free_slots_.pop_back();
   } else {
-    s = static_cast<uint32_t>(slots_.size());
-    slots_.emplace_back();
+    s = slots_.emplace_back();
   }
   Slot& slot = slots_[s];
   bytes_ += key.size() + kRecordOverhead;
@@ -141,30 +303,18 @@ uint32_t TrackedMap::insert_new(std::string_view key, uint64_t h) {
   slot.birth_epoch = epoch_;
   slot.used = true;
   slot.digest_mark = digesting_ ? digest_mark_ : 0;  // a new key is not part of the cut
-  const size_t mask = index_.size() - 1;
-  size_t i = h & mask;
-  while (index_[i].slot != kNoSlot) i = (i + 1) & mask;
-  index_[i] = Bucket{s, static_cast<uint32_t>(h >> 32)};
+  slot.index_gen = index_gen_;
+  place(index_, s, h);
   ++live_;
   return s;
 }
 
 void TrackedMap::remove_slot(uint32_t s) {
-  const size_t mask = index_.size() - 1;
-  size_t i = hash_key(slots_[s].key) & mask;
-  while (index_[i].slot != s) i = (i + 1) & mask;
-  // Backward-shift deletion keeps probe chains intact without tombstones.
-  for (size_t j = i;;) {
-    j = (j + 1) & mask;
-    if (index_[j].slot == kNoSlot) break;
-    size_t home = hash_key(slots_[index_[j].slot].key) & mask;
-    bool movable = (j > i) ? (home <= i || home > j) : (home <= i && home > j);
-    if (movable) {
-      index_[i] = index_[j];
-      i = j;
-    }
+  const uint64_t h = hash_key(slots_[s].key);
+  if (slots_[s].index_gen == index_gen_) unplace(index_, s, h);
+  if (BATON_UNLIKELY(old_index_.size() != 0)) {
+    unplace(old_index_, s, h);  // it is there unless it was inserted during the doubling
   }
-  index_[i] = Bucket{kNoSlot, 0};
   bytes_ -= slots_[s].key.size() + kRecordOverhead + slots_[s].entry.payload_bytes();
   forget_borrow(slots_[s].entry);
   slots_[s] = Slot{};
@@ -174,6 +324,7 @@ void TrackedMap::remove_slot(uint32_t s) {
 
 template <typename T>
 Result<T*> TrackedMap::typed(std::string_view key, bool create, uint32_t* slot_out) {
+  advance_growth();
   uint32_t s = lookup(key);
   if (s == kNoSlot) {
     *slot_out = kNoSlot;
@@ -192,14 +343,9 @@ Result<T*> TrackedMap::typed(std::string_view key, bool create, uint32_t* slot_o
 // ---------------------------------------------------------------- mutations
 
 void TrackedMap::set(std::string_view key, std::string_view value, int64_t expires_at_ms) {
-  // A value that lives inside the slot array (a small string of another entry) would
-  // move if inserting `key` grows the array: copy it first.
-  std::string alias;
-  const auto* lo = reinterpret_cast<const char*>(slots_.data());
-  if (value.data() >= lo && value.data() < lo + slots_.capacity() * sizeof(Slot)) {
-    alias.assign(value);
-    value = alias;
-  }
+  advance_growth();
+  // `value` may view this map's own storage (another entry's inline bytes): slots never
+  // move, and assign() copies from its own bytes safely.
   auto [s, inserted] = find_or_insert(key);
   if (!inserted) touch(s);
   Entry& e = slots_[s].entry;
@@ -217,6 +363,7 @@ void TrackedMap::set(std::string_view key, std::string_view value, int64_t expir
 }
 
 bool TrackedMap::erase(std::string_view key) {
+  advance_growth();
   uint32_t s = lookup(key);
   if (s == kNoSlot) return false;
   touch(s);
@@ -237,7 +384,11 @@ void TrackedMap::clear() {
   free_slots_.clear();
   backings_.clear();
   borrowed_live_ = 0;
-  index_.assign(16, Bucket{kNoSlot, 0});
+  old_index_ = BucketArray();
+  retired_ = BucketArray();
+  emptied_.clear();
+  index_ = BucketArray(16);
+  grow_cursor_ = grow_end_ = 0;
   live_ = 0;
   bytes_ = 0;
   // Nothing that existed when the snapshot began is left for it to write.
@@ -245,6 +396,7 @@ void TrackedMap::clear() {
 }
 
 Result<int64_t> TrackedMap::incr_by(std::string_view key, int64_t by) {
+  advance_growth();
   uint32_t s = lookup(key);
   int64_t current = 0;
   if (s != kNoSlot) {
@@ -445,6 +597,7 @@ Result<std::optional<std::pair<std::string, double>>> TrackedMap::zpopmin(std::s
 }
 
 bool TrackedMap::expire_at(std::string_view key, int64_t expires_at_ms) {
+  advance_growth();
   uint32_t s = lookup(key);
   if (s == kNoSlot) return false;
   touch(s);
@@ -454,6 +607,10 @@ bool TrackedMap::expire_at(std::string_view key, int64_t expires_at_ms) {
 }
 
 size_t TrackedMap::erase_expired(int64_t now_ms, size_t budget, size_t* cursor) {
+  // The server's periodic call: a doubling advances by the same budget, so it ends even
+  // when requests only read.
+  if (BATON_UNLIKELY(growing()) && budget > 0)
+    grow_step(static_cast<uint32_t>(std::min<size_t>(budget, UINT32_MAX)));
   size_t erased = 0;
   for (size_t n = 0; n < budget && !slots_.empty(); ++n) {
     if (*cursor >= slots_.size()) *cursor = 0;
@@ -472,19 +629,20 @@ size_t TrackedMap::erase_expired(int64_t now_ms, size_t budget, size_t* cursor) 
 
 bool TrackedMap::same_contents(const TrackedMap& other) const {
   if (live_ != other.live_) return false;
-  for (const Slot& s : slots_) {
-    if (!s.used) continue;
+  bool same = true;
+  slots_.for_each([&](const Slot& s) {
+    if (!same || !s.used) return;
     const Entry* e = other.find(s.key);
-    if (e == nullptr || !(*e == s.entry)) return false;
-  }
-  return true;
+    if (e == nullptr || !(*e == s.entry)) same = false;
+  });
+  return same;
 }
 
 uint64_t TrackedMap::digest() const {
   auto h = [](std::string_view v) { return mix(hash_key(v)); };
   uint64_t total = 0;
-  for (const Slot& s : slots_) {
-    if (!s.used) continue;
+  slots_.for_each([&](const Slot& s) {
+    if (!s.used) return;
     uint64_t d = mix(h(s.key) ^ (uint64_t(s.entry.type()) << 56) ^
                      mix(static_cast<uint64_t>(s.entry.expires_at_ms)));
     std::visit(
@@ -511,15 +669,16 @@ uint64_t TrackedMap::digest() const {
         },
         s.entry.value);
     total += d;
-  }
+  });
   return total;
 }
 
 StateDigest TrackedMap::full_digest(const DigestKey& key) const {
   const EntryHasher hasher(key);
   StateDigest d;
-  for (const Slot& s : slots_)
+  slots_.for_each([&](const Slot& s) {
     if (s.used) d.add(hasher.entry(s.key, s.entry));
+  });
   return d;
 }
 
@@ -532,7 +691,7 @@ Result<bool> TrackedMap::digest_begin(const DigestKey& key, uint32_t as_version)
     BATON_ASSIGN_OR_RETURN(path, migrations().path(name(), schema_version(), as_version));
   }
   if (++digest_mark_ == 0) {  // the mark wrapped: no slot may keep an old digest's
-    for (Slot& s : slots_) s.digest_mark = 0;
+    for (uint32_t s = 0; s < slots_.size(); ++s) slots_[s].digest_mark = 0;
     digest_mark_ = 1;
   }
   digest_key_ = key;
@@ -610,40 +769,42 @@ Result<void> TrackedMap::restore_begin(uint64_t records, std::shared_ptr<const v
                                            " records; a TrackedMap holds at most 2^32-2");
   }
   slot_prefaulter_.reset();
-  // The capacity a vector grown to `records` would have (it doubles), not exactly
-  // `records`: a full array moves every slot at the first new key, which right after an
-  // upgrade is one request stalled for seconds (BM_NewKeyAfterRestore/12000000: 3.7 s
-  // with exactly `records`, 1.3 us now). Slots past `records` are address space until used.
-  slots_.reserve(std::bit_ceil(records + 1));
-  advise_huge(slots_.data(), slots_.capacity() * sizeof(Slot));
-  if (records * sizeof(Slot) >= kPrefaultMinBytes) {
-    slot_prefaulter_ = std::make_unique<Prefaulter>(reinterpret_cast<std::byte*>(slots_.data()),
-                                                    records * sizeof(Slot),
-                                                    Prefaulter::Mode::kWrite, kPrefaultWindow);
+  // The records' slots in one region, so their pages can be populated on a helper thread
+  // ahead of the inserts. Keys added later get blocks of their own; nothing moves.
+  const size_t slot_bytes = records * sizeof(Slot);
+  if (records > 0) {
+    std::byte* region = slots_.reserve(records);
+    if (region == nullptr) {
+      return Error(ErrorKind::kCapacity,
+                   "section '" + name() + "': cannot map " + std::to_string(slot_bytes >> 20) +
+                       " MiB for the slots of its " + std::to_string(records) +
+                       " records; free memory or raise the overcommit limit");
+    }
+    advise_huge(region, slot_bytes);
+    if (slot_bytes >= kPrefaultMinBytes) {
+      slot_prefaulter_ = std::make_unique<Prefaulter>(region, slot_bytes, Prefaulter::Mode::kWrite,
+                                                      kPrefaultWindow);
+    }
   }
   size_t buckets = 16;
   while (buckets * 7 < records * 10 + 10) buckets *= 2;
-  std::vector<Bucket> index;
-  index.reserve(buckets);
-  advise_huge(index.data(), buckets * sizeof(Bucket));
-  index.assign(buckets, Bucket{kNoSlot, 0});
-  index_.swap(index);
+  index_ = BucketArray(buckets);  // zero pages: empty without being written
+  // Huge pages for a restore's index, which its inserts fill all at once; not for a
+  // doubling's, where each insert would meet a fresh one (BM_NewKeyAtIndexGrowth).
+  advise_huge(index_.data(), buckets * sizeof(Bucket));
   return ok();
 }
 
 Result<void> TrackedMap::restore_record(std::string&& key, Entry&& entry) {
   constexpr size_t kBatch = 16;
   uint64_t h = hash_key(key);
-  __builtin_prefetch(&index_[h & (index_.size() - 1)], 1);
+  __builtin_prefetch(&index_[h & index_.mask()], 1);
   restore_batch_.push_back(PendingRecord{std::move(key), std::move(entry), h});
   if (restore_batch_.size() >= kBatch) return flush_restore_batch();
   return ok();
 }
 
 Result<void> TrackedMap::flush_restore_batch() {
-  if (slot_prefaulter_ && slots_.size() + restore_batch_.size() > slots_.capacity()) {
-    slot_prefaulter_.reset();  // the array is about to move; the helper must not chase it
-  }
   for (PendingRecord& r : restore_batch_) {
     if (lookup(r.key, r.hash) != kNoSlot) {
       std::string key = std::move(r.key);
@@ -772,8 +933,9 @@ Result<void> TrackedMap::apply_delta(const DeltaView& d) {
 
 uint64_t TrackedMap::recount_bytes() const {
   uint64_t n = 0;
-  for (const Slot& s : slots_)
+  slots_.for_each([&](const Slot& s) {
     if (s.used) n += s.key.size() + kRecordOverhead + s.entry.payload_bytes();
+  });
   return n;
 }
 
