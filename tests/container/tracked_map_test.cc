@@ -143,6 +143,36 @@ TEST(TrackedMap, LookupsErasesAndReusedSlotsStayExactWhileTheIndexDoubles) {
   }
 }
 
+TEST(TrackedMap, ADoublingEndsUnderOverwritesAndUnderSweepsAlone) {
+  // A doubling that only inserts moved keys stayed half done when a cache stopped adding
+  // keys, holding the old index for good (kvd's bench: 11 bytes a key). Overwrites of
+  // existing keys, and erase_expired() from a server loop whose requests only read, must
+  // each finish it and give the old index back. 65,536 buckets are 512 KiB: mapped, so
+  // the populate and release pieces run too.
+  constexpr size_t kBuckets = size_t{1} << 16;
+  constexpr size_t kKeys = kBuckets * 7 / 10;  // the last key this index takes
+  for (bool sweep : {false, true}) {
+    SCOPED_TRACE(sweep ? "erase_expired" : "overwrites");
+    TrackedMap m("kv", 1);
+    for (size_t i = 0; i < kKeys; ++i) m.set("k" + std::to_string(i), "v");
+    ASSERT_EQ(m.index_bytes(), kBuckets * 8);
+    m.set("one more", "v");  // starts doubling
+    ASSERT_EQ(m.index_bytes(), 3 * kBuckets * 8) << "the old and the new index";
+    size_t cursor = 0, calls = 0;
+    for (; calls < 20'000 && m.index_bytes() != 2 * kBuckets * 8; ++calls) {
+      if (sweep) {
+        ASSERT_EQ(m.erase_expired(1, 1000, &cursor), 0u);  // nothing expires
+      } else {
+        m.set("k" + std::to_string(calls % kKeys), "w");
+      }
+    }
+    EXPECT_EQ(m.index_bytes(), 2 * kBuckets * 8) << "still doubling after " << calls << " calls";
+    EXPECT_EQ(m.size(), kKeys + 1);
+    for (size_t i = 0; i < kKeys; ++i) ASSERT_NE(m.find("k" + std::to_string(i)), nullptr) << i;
+    EXPECT_NE(m.find("one more"), nullptr);
+  }
+}
+
 TEST(TrackedMap, CollectionsBehaveLikeRedisAndEmptyOnesVanish) {
   TrackedMap m("kv", 1);
   std::string_view abc[] = {"a", "b", "c"};

@@ -89,6 +89,10 @@ class TrackedMap final : public Section {
   /// moves up to `budget` keys of a doubling index.
   size_t erase_expired(int64_t now_ms, size_t budget, size_t* cursor);
 
+  /// Bytes of index the map holds now: its index, and while it doubles, the old one until
+  /// every page of it is given back (docs/design.md, "Growing without a stall").
+  size_t index_bytes() const;
+
   // --- Section ---
   uint64_t estimate_bytes() const override { return bytes_; }
   /// Recomputes estimate_bytes() from scratch (O(n)); tests check the running count.
@@ -215,6 +219,7 @@ class TrackedMap final : public Section {
     size_t size() const { return size_; }
     size_t mask() const { return size_ - 1; }
     bool mapped() const { return mapped_; }
+    size_t released() const { return released_; }
     /// Gives back the next `bytes` of a mapped array's pages to the kernel (their buckets
     /// read as empty after); returns whether none is left.
     bool release_some(size_t bytes);
@@ -252,6 +257,8 @@ class TrackedMap final : public Section {
   // from old_index_ into it. When every key is in index_, old_index_ retires, and each
   // later step gives back a piece of its memory.
   void grow_step(uint32_t slots);
+  // Moves up to `slots` slots' keys into index_; retires old_index_ after the last.
+  void move_keys(uint32_t slots);
   // Gives back up to `bytes` more of retired_; once all, keeps its emptied mapping.
   void release_retired(size_t bytes);
   bool growing() const { return (old_index_.size() | retired_.size()) != 0; }
@@ -259,7 +266,13 @@ class TrackedMap final : public Section {
   void advance_growth() {
     if (BATON_UNLIKELY(growing())) grow_step(kGrowStep);
   }
-  static constexpr uint32_t kGrowStep = 64;  // slots per step: see tracked_map.cc
+  // Slots whose keys each mutation moves into a doubling index. The new index reaches the
+  // load that doubles it again after as many inserts as the old one held keys, so any
+  // step of 2 or more ends in time unless most slots are free. 64 ends a doubling of n
+  // keys within n / 64 mutations, so the old index is not held for long (with 16 per
+  // insert, kvd's bench measured it in its steady memory: 11 bytes a key), and costs a
+  // mutation a few microseconds while one runs (BM_NewKeyAtIndexGrowth).
+  static constexpr uint32_t kGrowStep = 64;
   // Typed access for collection ops; kWrongType if the key holds another type.
   template <typename T>
   Result<T*> typed(std::string_view key, bool create, uint32_t* slot_out);

@@ -26,13 +26,6 @@ constexpr uint64_t kRecordOverhead = 48;
 constexpr size_t kPrefaultMinBytes = size_t{16} << 20;
 constexpr size_t kPrefaultWindow = size_t{32} << 20;
 
-// kGrowStep (tracked_map.h): slots whose keys each mutation moves into a doubling index.
-// The new index reaches the load that doubles it again after as many inserts as the old
-// one held keys, so any step of 2 or more finishes in time unless most slots are free.
-// 64 ends a doubling of n keys within n / 64 mutations, so the old index's memory is not
-// held for long (with 16, kvd's bench measured it in its steady memory: 11 bytes a key),
-// and costs a mutation a few microseconds while one runs (BM_NewKeyAtIndexGrowth).
-
 // Bucket arrays at least this large are mapped (fresh zero pages, touched only when
 // used) instead of calloc'd.
 constexpr size_t kMapMinBytes = size_t{256} << 10;
@@ -234,6 +227,11 @@ uint32_t TrackedMap::lookup(std::string_view key, uint64_t h) const {
 
 uint32_t TrackedMap::lookup(std::string_view key) const { return lookup(key, hash_key(key)); }
 
+size_t TrackedMap::index_bytes() const {
+  auto held = [](const BucketArray& a) { return a.size() * sizeof(Bucket) - a.released(); };
+  return held(index_) + held(old_index_) + held(retired_);
+}
+
 const Entry* TrackedMap::find(std::string_view key) const {
   uint32_t s = lookup(key);
   return s == kNoSlot ? nullptr : &slots_[s].entry;
@@ -241,12 +239,14 @@ const Entry* TrackedMap::find(std::string_view key) const {
 
 void TrackedMap::grow_index() {
   // Only when most slots are free can a doubling outlast the next one's trigger.
-  if (old_index_.size() != 0) grow_step(UINT32_MAX);
+  if (old_index_.size() != 0) {
+    index_.populate_some(SIZE_MAX);
+    move_keys(UINT32_MAX);
+  }
   if (retired_.size() != 0) release_retired(SIZE_MAX);
   BucketArray bigger(index_.size() * 2);
   old_index_ = std::move(index_);
   index_ = std::move(bigger);
-
   index_gen_ ^= 1;  // every slot's key is now "not yet in index_"
   grow_cursor_ = 0;
   grow_end_ = slots_.size();
@@ -267,9 +267,13 @@ void TrackedMap::grow_step(uint32_t budget) {
     return;
   }
   // Moving keys into fresh pages faulted a page per key (64 faults, 7.5 ms, in the first
-  // step at 16 M buckets): populate the new index first, a piece per step, unless told
-  // to finish now. New keys land in it meanwhile.
-  if (!index_.populate_some(kPopulateBytes) && budget != UINT32_MAX) return;
+  // step at 16 M buckets): populate the new index first, a piece per step. New keys land
+  // in it meanwhile.
+  if (!index_.populate_some(kPopulateBytes)) return;
+  move_keys(budget);
+}
+
+void TrackedMap::move_keys(uint32_t budget) {
   while (grow_cursor_ < grow_end_ && budget-- > 0) {
     Slot& slot = slots_[grow_cursor_];
     if (slot.used && slot.index_gen != index_gen_) {
