@@ -135,8 +135,12 @@ TEST(TrackedMap, LookupsErasesAndReusedSlotsStayExactWhileTheIndexDoubles) {
       const Entry* e = m.find(key);
       auto it = ref.find(key);
       ASSERT_EQ(e != nullptr, it != ref.end()) << key;
-      if (e != nullptr) ASSERT_EQ(e->str(), it->second) << key;
-      if (op % 4096 == 0) ASSERT_TRUE(same()) << "after operation " << op;
+      if (e != nullptr) {
+        ASSERT_EQ(e->str(), it->second) << key;
+      }
+      if (op % 4096 == 0) {
+        ASSERT_TRUE(same()) << "after operation " << op;
+      }
     }
     ASSERT_TRUE(same());
     EXPECT_EQ(m.recount_bytes(), m.estimate_bytes());
