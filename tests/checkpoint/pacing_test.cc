@@ -1,13 +1,18 @@
-// Pacing a checkpoint by time (CheckpointPacer, CheckpointWriter::turn) and restoring it
-// on threads of lower priority (RestoreOptions::nice).
+// Pacing a checkpoint by time (CheckpointPacer, CheckpointWriter::turn), the page
+// helper it writes behind (Prefaulter), and restoring it on threads of lower priority
+// (RestoreOptions::nice).
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
+#include "../../runtime/src/checkpoint/prefault.h"
 #include "baton/checkpoint.h"
 #include "baton/tracked_map.h"
 
@@ -118,6 +123,87 @@ TEST(CheckpointWriter, ATurnWithTimeToSpareWritesSeveralSlices) {
   ASSERT_TRUE(t.ok());
   EXPECT_GT(w->stats().slices, 1u) << "a turn stops at its budget, not after one slice";
   EXPECT_EQ(w->stats().turns, 1u);
+}
+
+// Waits up to 10 s for pred(); returns its last value.
+template <typename F>
+bool eventually(F pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!pred() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return pred();
+}
+
+struct Mapping {
+  explicit Mapping(size_t n) : bytes(n) {
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    base = p == MAP_FAILED ? nullptr : static_cast<std::byte*>(p);
+  }
+  ~Mapping() {
+    if (base != nullptr) ::munmap(base, bytes);
+  }
+  std::byte* base;
+  size_t bytes;
+};
+
+TEST(Prefaulter, CoversWhatItHasPopulatedThenAllOnceDoneOrStopped) {
+  constexpr size_t kMiB = size_t{1} << 20;
+  Mapping m(16 * kMiB);
+  ASSERT_NE(m.base, nullptr);
+  Prefaulter pf(m.base, m.bytes, Prefaulter::Mode::kWrite, 4 * kMiB);
+  if (!pf.active()) GTEST_SKIP() << "no MADV_POPULATE_WRITE in this kernel";
+  EXPECT_TRUE(eventually([&] { return pf.covers(4 * kMiB); })) << "its window ahead of 0";
+  // The window bounds it: nothing past 4 MiB is populated until the consumer moves.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(pf.covers(4 * kMiB + 4096));
+  pf.advance(6 * kMiB);
+  EXPECT_TRUE(eventually([&] { return pf.covers(10 * kMiB); }));
+  EXPECT_FALSE(pf.covers(10 * kMiB + 4096));
+  pf.advance(12 * kMiB);
+  EXPECT_TRUE(eventually([&] { return pf.covers(SIZE_MAX); })) << "all of it: done";
+  Prefaulter stopped(m.base, m.bytes, Prefaulter::Mode::kWrite, 4 * kMiB);
+  stopped.stop();
+  EXPECT_TRUE(stopped.covers(SIZE_MAX)) << "a stopped helper leaves the consumer to fault";
+}
+
+TEST(Prefaulter, AHelperThatCannotReserveCoversEverythingSoTheConsumerMeetsTheFailure) {
+  constexpr size_t kMiB = size_t{1} << 20;
+  Mapping m(16 * kMiB);
+  ASSERT_NE(m.base, nullptr);
+  Prefaulter pf(m.base, m.bytes, Prefaulter::Mode::kWrite, 16 * kMiB,
+                [](size_t end) { return end <= 6 * kMiB; });  // "full" past 6 MiB
+  if (!pf.active()) GTEST_SKIP() << "no MADV_POPULATE_WRITE in this kernel";
+  EXPECT_TRUE(eventually([&] { return pf.covers(SIZE_MAX); }))
+      << "it gave up at 6 MiB: a consumer waiting for it would wait forever";
+}
+
+TEST(CheckpointWriter, TurnsBehindThePageHelperFinishExactlyAndCountEveryTurn) {
+  Filled f(200000);  // about 40 MiB of segment: past the helper's first window
+  CheckpointOptions opt;
+  opt.pacing = {.share = 0.5, .max_pause_us = 500};
+  ASSERT_TRUE(opt.prefault);
+  auto w = CheckpointWriter::begin(f.reg, opt);
+  ASSERT_TRUE(w.ok()) << w.error().to_string();
+  ASSERT_TRUE(w->stats().prefaulted) << "this test is about the writer behind the helper";
+  uint64_t calls = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (bool done = false; !done && std::chrono::steady_clock::now() < deadline; ++calls) {
+    auto t = w->turn();
+    ASSERT_TRUE(t.ok()) << t.error().to_string();
+    done = *t;
+    if (!done && w->turn_wait_us() > 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  const CheckpointStats& st = w->stats();
+  EXPECT_EQ(st.turns + st.turns_skipped + st.turns_waited, calls);
+  auto cp = w->finish();
+  ASSERT_TRUE(cp.ok()) << cp.error().to_string();
+  f.reg.log().end_capture();
+  Registry reg2;
+  TrackedMap m2("kv", 1);
+  ASSERT_TRUE(reg2.add(m2).ok());
+  auto r = restore_checkpoint(cp->fd(), reg2);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(m2.same_contents(f.m));
 }
 
 TEST(CheckpointWriter, RefusesAPacingItCannotFollowNamingTheField) {

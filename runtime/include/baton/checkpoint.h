@@ -105,6 +105,7 @@ struct CheckpointStats {
   int64_t p99_slice_us = 0;    // 99th percentile step(), filled in by finish()
   uint64_t turns = 0;          // turn() calls that wrote: the loop turns the checkpoint ran in
   uint64_t turns_skipped = 0;  // turn() calls that wrote nothing: the server was owed time
+  uint64_t turns_waited = 0;   // turn() calls that wrote nothing: the helper's pages were not ready
   int64_t max_turn_us = 0;     // the longest turn(): the longest pause the server saw
   PageKind page_kind = PageKind::kSmall;
   bool prefaulted = false;  // a helper thread populated pages ahead of the writer

@@ -73,6 +73,12 @@ Error no_room(Error e, uint64_t estimate) {
 // How far ahead of the writer pages are populated: enough to hide a slice's faults,
 // small enough that little beyond the end is populated and then truncated away.
 constexpr size_t kPrefaultWindow = size_t{32} << 20;
+// How far past its position the writer wants pages populated before a step: a chunk's
+// reservation is about twice its slice's payload plus 64 bytes a record (see step()),
+// under 512 KiB for 64 KiB slices of records of 16 bytes or more. Less than the window,
+// or the writer would wait for pages the helper does not populate.
+constexpr size_t kWriteAhead = size_t{512} << 10;
+static_assert(kWriteAhead < (size_t{2} << 20), "the smallest prefault window");
 
 }  // namespace
 
@@ -104,7 +110,8 @@ struct CheckpointWriter::Impl {
   bool finished = false;
   uint64_t estimate = 0;  // the sections' own guess of their size, for messages
   CheckpointPacer pacer{CheckpointPacing{}};
-  int64_t helper_cpu_us = 0;  // the prefaulter's CPU already charged to the pacer
+  int64_t helper_cpu_us = 0;       // the prefaulter's CPU already charged to the pacer
+  bool waiting_for_pages = false;  // the last turn stopped where the helper had not populated
 
   // Makes [0, end) of the segment safe to write; a full /dev/shm or memory limit fails
   // the checkpoint here, with what was needed, instead of faulting later.
@@ -224,7 +231,11 @@ int64_t CheckpointPacer::wait_us() const {
   return credit_us_ < 0 ? static_cast<int64_t>(std::ceil(-credit_us_)) : 0;
 }
 
-int64_t CheckpointWriter::turn_wait_us() const { return impl_->pacer.wait_us(); }
+int64_t CheckpointWriter::turn_wait_us() const {
+  // Waiting for the helper's pages: a loop may sleep for its events meanwhile.
+  return impl_->waiting_for_pages ? std::max<int64_t>(1, impl_->pacer.wait_us())
+                                  : impl_->pacer.wait_us();
+}
 
 Result<bool> CheckpointWriter::turn() {
   Impl& w = *impl_;
@@ -247,10 +258,21 @@ Result<bool> CheckpointWriter::turn() {
   }
   bool done = false;
   int64_t now = start;
+  w.waiting_for_pages = false;
   do {
+    // Writing into pages the helper is still allocating would wait on its locks: the
+    // server's thread waited in D state for milliseconds so. It serves meanwhile instead.
+    if (w.prefaulter && !w.prefaulter->covers(w.pos + kWriteAhead)) {
+      w.waiting_for_pages = true;
+      break;
+    }
     BATON_ASSIGN_OR_RETURN(done, step());
     now = now_us();
   } while (!done && now - start < budget);
+  if (now == start) {  // waited for pages before writing anything
+    w.stats.turns_waited += 1;
+    return false;
+  }
   w.pacer.spent(now - start, now, thread_cpu_us());
   w.stats.turns += 1;
   w.stats.max_turn_us = std::max(w.stats.max_turn_us, now - start);

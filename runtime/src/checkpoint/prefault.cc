@@ -30,6 +30,7 @@ Prefaulter::Prefaulter(std::byte* base, size_t size, Mode mode, size_t window,
   offset_ = aligned - lo;
   if (reserve_ && !reserve_(offset_ + kPage)) return;
   if (::madvise(base_, kPage, advice_) != 0) return;  // EINVAL: kernel without it
+  ready_.store(offset_ + kPage, std::memory_order_release);
   thread_ = std::thread([this] { run(); });
   has_cpu_clock_ = ::pthread_getcpuclockid(thread_.native_handle(), &cpu_clock_) == 0;
 }
@@ -74,9 +75,13 @@ void Prefaulter::run() {
     done = std::max(done, consumer / kPage * kPage);  // never behind the consumer
     while (done < target && !stopping_.load(std::memory_order_relaxed)) {
       size_t n = std::min(kStep, size_ - done);
-      if (reserve_ && !reserve_(offset_ + done + n)) return;  // full: the writer reports it
-      if (::madvise(base_ + done, n, advice_) != 0) return;   // e.g. ENOMEM: give up quietly
+      // Full: the writer meets it and reports it. ENOMEM from madvise: give up quietly.
+      if ((reserve_ && !reserve_(offset_ + done + n)) || ::madvise(base_ + done, n, advice_) != 0) {
+        gave_up_.store(true, std::memory_order_release);
+        return;
+      }
       done += n;
+      ready_.store(done >= size_ ? SIZE_MAX : offset_ + done, std::memory_order_release);
     }
     if (done >= size_) return;
   }

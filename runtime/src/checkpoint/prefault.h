@@ -42,6 +42,13 @@ class Prefaulter {
   void advance(size_t offset);
   /// Whether a helper thread runs.
   bool active() const { return thread_.joinable(); }
+  /// Whether [0, end) (from the caller's base) is populated, or never will be by the
+  /// helper (none runs, or it gave up): a consumer that must not wait on the helper's
+  /// page locks, as the checkpoint's writer on the server's thread, touches only that.
+  bool covers(size_t end) const {
+    return !active() || gave_up_.load(std::memory_order_acquire) ||
+           end <= ready_.load(std::memory_order_acquire);
+  }
   /// CPU time the helper thread has used so far, in microseconds (0 once stopped): the
   /// checkpoint's pacing charges it to the checkpoint, since it takes a core the server's
   /// clients could use.
@@ -63,6 +70,8 @@ class Prefaulter {
   size_t consumer_ = 0;
   bool stop_ = false;
   std::atomic<bool> stopping_{false};
+  std::atomic<size_t> ready_{0};  // covers(): populated up to here, SIZE_MAX when all is
+  std::atomic<bool> gave_up_{false};
   std::thread thread_;
   clockid_t cpu_clock_{};
   bool has_cpu_clock_ = false;
