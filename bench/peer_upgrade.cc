@@ -343,14 +343,15 @@ uint64_t pss_bytes(pid_t p) {
 }
 
 // What a server's processes hold, counted without walking page tables: each process's
-// private and file pages (RssAnon, RssFile in /proc/PID/status, kept as counters by the
-// kernel), plus every shared-memory file they map (memfds, /dev/shm) and `extra_files`,
-// each once and whole (its allocated blocks), however many processes map it. Sampling PSS
-// instead walked up to 8 GB of page tables every 20 ms during kvd's upgrade at 1.2 GB,
-// most of a core, and a server's brk() waited behind the walk for up to 24 ms
-// (docs/benchmarks.md, "Side by side").
+// private pages (RssAnon in /proc/PID/status, a counter the kernel keeps), its file pages
+// (binary, libraries: RssFile) once for all of them, the largest, since kvd's incumbent
+// and successor map the same ones, plus every shared-memory file they map (memfds,
+// /dev/shm) and `extra_files`, each once and whole (its allocated blocks), however many
+// processes map it. Sampling PSS instead walked up to 8 GB of page tables every 20 ms
+// during kvd's upgrade at 1.2 GB, most of a core, and a server's brk() waited behind the
+// walk for up to 24 ms (docs/benchmarks.md, "Side by side").
 uint64_t held_bytes(const std::vector<pid_t>& pids, const std::vector<std::string>& extra_files) {
-  uint64_t total = 0;
+  uint64_t total = 0, file_pages = 0;
   std::vector<std::pair<dev_t, ino_t>> seen;
   const auto add_file = [&](const std::string& path) {
     struct stat st;
@@ -364,8 +365,11 @@ uint64_t held_bytes(const std::vector<pid_t>& pids, const std::vector<std::strin
     const std::string dir = "/proc/" + std::to_string(p);
     std::ifstream status(dir + "/status");
     for (std::string line; std::getline(status, line);) {
-      if (line.rfind("RssAnon:", 0) == 0 || line.rfind("RssFile:", 0) == 0)
+      if (line.rfind("RssAnon:", 0) == 0)
         total += std::strtoull(line.c_str() + 8, nullptr, 10) << 10;
+      if (line.rfind("RssFile:", 0) == 0)
+        file_pages =
+            std::max<uint64_t>(file_pages, std::strtoull(line.c_str() + 8, nullptr, 10) << 10);
     }
     // "start-end perms offset dev inode path": a shared-memory file's pages, through the
     // mapping's own link (it works for a memfd or an unlinked file too).
@@ -379,7 +383,7 @@ uint64_t held_bytes(const std::vector<pid_t>& pids, const std::vector<std::strin
     }
   }
   for (const auto& f : extra_files) add_file(f);
-  return total;
+  return total + file_pages;
 }
 
 void fill(const Server& s, uint64_t keys) {
