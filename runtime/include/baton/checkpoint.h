@@ -107,6 +107,8 @@ struct CheckpointStats {
   uint64_t turns_skipped = 0;  // turn() calls that wrote nothing: the server was owed time
   uint64_t turns_waited = 0;   // turn() calls that wrote nothing: the helper's pages were not ready
   int64_t max_turn_us = 0;     // the longest turn(): the longest pause the server saw
+  int64_t finish_stop_us = 0;  // finish(): stopping the page helper
+  int64_t finish_shrink_us = 0;  // finish(): giving back the pages past the end
   PageKind page_kind = PageKind::kSmall;
   bool prefaulted = false;  // a helper thread populated pages ahead of the writer
 };

@@ -375,8 +375,12 @@ Result<Checkpoint> CheckpointWriter::finish() {
   }
   uint32_t crc = header_checksum(base, h.header_bytes);
   std::memcpy(base + offsetof(format::Header, header_checksum), &crc, 4);
+  const int64_t stop_at = now_us();
   if (w.prefaulter) w.prefaulter->stop();  // before the object shrinks under it
+  const int64_t shrink_at = now_us();
   BATON_TRY(w.segment->shrink(w.pos));
+  w.stats.finish_stop_us = shrink_at - stop_at;
+  w.stats.finish_shrink_us = now_us() - shrink_at;
   w.stats.segment_bytes = w.pos;
   w.stats.elapsed_us = micros_since(w.started);
   if (!w.slice_us.empty()) {
