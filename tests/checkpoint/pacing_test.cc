@@ -81,6 +81,19 @@ struct Filled {
   TrackedMap m{"kv", 1};
 };
 
+// Finishes `w`'s checkpoint of `f` and restores it into a fresh map: the same contents.
+void expect_restores_exactly(CheckpointWriter& w, Filled& f) {
+  auto cp = w.finish();
+  ASSERT_TRUE(cp.ok()) << cp.error().to_string();
+  f.reg.log().end_capture();
+  Registry reg2;
+  TrackedMap m2("kv", 1);
+  ASSERT_TRUE(reg2.add(m2).ok());
+  auto r = restore_checkpoint(cp->fd(), reg2);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(m2.same_contents(f.m));
+}
+
 TEST(CheckpointWriter, TurnWritesAtLeastOneSliceAndFinishesExactly) {
   Filled f(20000);
   CheckpointOptions opt;
@@ -98,16 +111,7 @@ TEST(CheckpointWriter, TurnWritesAtLeastOneSliceAndFinishesExactly) {
   EXPECT_EQ(w->stats().turns + w->stats().turns_skipped, turns);
   EXPECT_EQ(w->stats().slices, w->stats().turns) << "max_pause_us 0: one slice per writing turn";
   EXPECT_GT(w->stats().turns, 100u);
-  auto cp = w->finish();
-  ASSERT_TRUE(cp.ok());
-  f.reg.log().end_capture();
-
-  Registry reg2;
-  TrackedMap m2("kv", 1);
-  ASSERT_TRUE(reg2.add(m2).ok());
-  auto r = restore_checkpoint(cp->fd(), reg2);
-  ASSERT_TRUE(r.ok()) << r.error().to_string();
-  EXPECT_TRUE(m2.same_contents(f.m));
+  expect_restores_exactly(*w, f);
 }
 
 TEST(CheckpointWriter, ATurnWithTimeToSpareWritesSeveralSlices) {
@@ -195,15 +199,7 @@ TEST(CheckpointWriter, TurnsBehindThePageHelperFinishExactlyAndCountEveryTurn) {
   }
   const CheckpointStats& st = w->stats();
   EXPECT_EQ(st.turns + st.turns_skipped + st.turns_waited, calls);
-  auto cp = w->finish();
-  ASSERT_TRUE(cp.ok()) << cp.error().to_string();
-  f.reg.log().end_capture();
-  Registry reg2;
-  TrackedMap m2("kv", 1);
-  ASSERT_TRUE(reg2.add(m2).ok());
-  auto r = restore_checkpoint(cp->fd(), reg2);
-  ASSERT_TRUE(r.ok()) << r.error().to_string();
-  EXPECT_TRUE(m2.same_contents(f.m));
+  expect_restores_exactly(*w, f);
 }
 
 TEST(CheckpointWriter, RefusesAPacingItCannotFollowNamingTheField) {
