@@ -256,7 +256,7 @@ Result<bool> CheckpointWriter::turn() {
     w.stats.turns_skipped += 1;
     return w.current >= w.registry->sections().size();
   }
-  bool done = false;
+  bool done = false, stepped = false;
   int64_t now = start;
   w.waiting_for_pages = false;
   do {
@@ -267,9 +267,10 @@ Result<bool> CheckpointWriter::turn() {
       break;
     }
     BATON_ASSIGN_OR_RETURN(done, step());
+    stepped = true;
     now = now_us();
   } while (!done && now - start < budget);
-  if (now == start) {  // waited for pages before writing anything
+  if (!stepped) {  // waited for pages before writing anything
     w.stats.turns_waited += 1;
     return false;
   }
