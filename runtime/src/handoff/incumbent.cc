@@ -324,22 +324,27 @@ Result<handoff::CheckpointReady> Incumbent::checkpoint_finish(int* fd) {
   *fd = checkpoint_->fd();
   {
     const CheckpointStats& st = checkpoint_->stats();
+    // Without hugetlb pages, what a pool would have to hold for this state to get them
+    // (docs/operations.md, "Huge pages").
+    const std::string pages =
+        std::string(to_string(st.page_kind)) +
+        (st.page_kind == PageKind::kHugetlb
+             ? ""
+             : " (for huge pages a hugetlb pool needs " + std::to_string(st.capacity_bytes) +
+                   " free bytes, the segment's reservation)");
     char line[512];
-    std::snprintf(
-        line, sizeof line,
-        "checkpoint written: %" PRIu64 " bytes, %" PRIu64
-        " records in %.1f ms, %.1f ms of it writing over %" PRIu64 " loop turns (%" PRIu64
-        " more left to the server, %" PRIu64
-        " waiting for the helper's pages; longest %.2f ms, share "
-        "%.2f), pages: %s (for huge pages a hugetlb pool needs %" PRIu64
-        " free bytes, the segment's reservation); sealing: helper stopped in %.2f ms, tail "
-        "freed in %.2f ms",
-        st.segment_bytes, st.records, static_cast<double>(st.elapsed_us) / 1e3,
-        static_cast<double>(st.busy_us) / 1e3, st.turns, st.turns_skipped, st.turns_waited,
-        static_cast<double>(st.max_turn_us) / 1e3, host_.options.checkpoint_pacing.share,
-        std::string(to_string(st.page_kind)).c_str(), st.capacity_bytes,
-        static_cast<double>(st.finish_stop_us) / 1e3,
-        static_cast<double>(st.finish_shrink_us) / 1e3);
+    std::snprintf(line, sizeof line,
+                  "checkpoint written: %" PRIu64 " bytes, %" PRIu64
+                  " records in %.1f ms, %.1f ms of it writing over %" PRIu64 " loop turns (%" PRIu64
+                  " more left to the server, %" PRIu64
+                  " waiting for the helper's pages; longest %.2f ms, share "
+                  "%.2f), pages: %s; sealing: helper stopped in %.2f ms, tail freed in %.2f ms",
+                  st.segment_bytes, st.records, static_cast<double>(st.elapsed_us) / 1e3,
+                  static_cast<double>(st.busy_us) / 1e3, st.turns, st.turns_skipped,
+                  st.turns_waited, static_cast<double>(st.max_turn_us) / 1e3,
+                  host_.options.checkpoint_pacing.share, pages.c_str(),
+                  static_cast<double>(st.finish_stop_us) / 1e3,
+                  static_cast<double>(st.finish_shrink_us) / 1e3);
     log(line);
   }
   if (host_.failpoints.at("incumbent.corrupt_checkpoint") != FailPoints::Action::kNone) {
